@@ -1,0 +1,155 @@
+//! Rate budgets: token buckets per connection and per remote host, each with two lanes.
+//! Interactive calls (an agent waiting for a card) go ahead of background work (a backfill):
+//! while an interactive caller waits for a token, background callers do not take one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Interactive,
+    Background,
+}
+
+/// Sustained requests per second and the burst allowed on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSpec {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateSpec {
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second: per_second.max(0.001), burst: burst.max(1) }
+    }
+}
+
+#[derive(Debug)]
+pub struct TokenBucket {
+    spec: RateSpec,
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    tokens: f64,
+    refilled_at: Instant,
+    interactive_waiting: usize,
+}
+
+impl TokenBucket {
+    pub fn new(spec: RateSpec) -> Self {
+        Self {
+            spec,
+            state: Mutex::new(BucketState {
+                tokens: f64::from(spec.burst),
+                refilled_at: Instant::now(),
+                interactive_waiting: 0,
+            }),
+        }
+    }
+
+    /// Waits until a token is available for `lane` and takes it.
+    pub async fn acquire(&self, lane: Lane) {
+        let mut waiting = None::<WaitingGuard<'_>>;
+        loop {
+            let wait = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let elapsed = now.duration_since(state.refilled_at).as_secs_f64();
+                state.tokens = (state.tokens + elapsed * self.spec.per_second).min(f64::from(self.spec.burst));
+                state.refilled_at = now;
+                let others_first = lane == Lane::Background && state.interactive_waiting > 0;
+                if state.tokens >= 1.0 && !others_first {
+                    state.tokens -= 1.0;
+                    return; // `waiting` drops after the lock is released
+                }
+                if lane == Lane::Interactive && waiting.is_none() {
+                    state.interactive_waiting += 1;
+                    waiting = Some(WaitingGuard(self));
+                }
+                let deficit = (1.0 - state.tokens).max(0.0);
+                Duration::from_secs_f64(deficit / self.spec.per_second).max(Duration::from_millis(1))
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Withdraws an interactive waiter's claim however its wait ends (token taken or cancelled).
+struct WaitingGuard<'a>(&'a TokenBucket);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.interactive_waiting = state.interactive_waiting.saturating_sub(1);
+    }
+}
+
+/// Buckets by key, created on first use.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+}
+
+impl Budgets {
+    pub fn bucket(&self, key: &str, spec: RateSpec) -> Arc<TokenBucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get(key) {
+            Some(bucket) if bucket.spec == spec => bucket.clone(),
+            _ => {
+                let bucket = Arc::new(TokenBucket::new(spec));
+                buckets.insert(key.to_owned(), bucket.clone());
+                bucket
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_sustained_rate() {
+        let bucket = TokenBucket::new(RateSpec::new(10.0, 5));
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            bucket.acquire(Lane::Background).await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(5), "burst is immediate");
+        for _ in 0..10 {
+            bucket.acquire(Lane::Background).await;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(950) && elapsed <= Duration::from_millis(1100), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interactive_goes_ahead_of_background() {
+        let bucket = Arc::new(TokenBucket::new(RateSpec::new(10.0, 1)));
+        bucket.acquire(Lane::Background).await; // empty the bucket
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (bucket, order) = (bucket.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                bucket.acquire(Lane::Background).await;
+                order.lock().unwrap().push(format!("bg{i}"));
+            }));
+        }
+        tokio::task::yield_now().await;
+        let (b, o) = (bucket.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            b.acquire(Lane::Interactive).await;
+            o.lock().unwrap().push("live".to_owned());
+        }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(order.lock().unwrap()[0], "live", "{:?}", order.lock().unwrap());
+    }
+}

@@ -1,0 +1,60 @@
+//! Prometheus series for outbound calls, registered by the application.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub connector: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub connector: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundMetrics {
+    requests: Family<OutcomeLabels, Counter>,
+    duration: Family<ConnectorLabels, Histogram, fn() -> Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.002, 2.0, 14))
+}
+
+impl Default for OutboundMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OutboundMetrics {
+    pub fn new() -> Self {
+        Self { requests: Family::default(), duration: Family::new_with_constructor(latency_histogram) }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "crmhub_outbound_requests",
+            "Outbound HTTP exchanges by connector and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "crmhub_outbound_request_duration_seconds",
+            "Latency of outbound HTTP exchanges",
+            self.duration.clone(),
+        );
+    }
+
+    pub(crate) fn observe(&self, connector: &str, outcome: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&OutcomeLabels { connector: connector.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+        self.duration.get_or_create(&ConnectorLabels { connector: connector.to_owned() }).observe(seconds);
+    }
+}

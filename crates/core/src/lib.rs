@@ -1,0 +1,19 @@
+//! Domain types shared by every crmhub crate. Nothing here does I/O: values are parsed and
+//! validated at the edge (`parse` / `TryFrom`) and carried as types from then on.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod connection;
+pub mod ids;
+pub mod request_log;
+pub mod secret;
+pub mod signing;
+pub mod tenant;
+pub mod validation;
+
+pub use clock::{Clock, SystemClock, UnixMillis};
+pub use connection::{ConnectionName, ConnectionStatus, ConnectorKind, Host};
+pub use ids::{ConnectionId, JobId, TenantId};
+pub use secret::{Credentials, Secret};
+pub use tenant::{PhoneRegion, TenantName, TenantSlug};
+pub use validation::FieldError;

@@ -1,0 +1,2 @@
+//! The crmhub application.
+#![forbid(unsafe_code)]

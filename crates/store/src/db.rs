@@ -1,0 +1,326 @@
+//! Connection pools for the two backends and the macros that run one SQL text on either.
+//!
+//! Queries are written once with `$N` placeholders, which both PostgreSQL and sqlx's SQLite
+//! driver bind by number; where the dialects differ (claiming jobs, autoincrement) the code
+//! says so at the spot.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmhub_core::Clock;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Postgres, Sqlite};
+
+use crate::vault::{self, MasterKeySource, Vault};
+use crate::{Result, StoreError};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Where the data lives. Parsed from `sqlite:PATH` / `sqlite://PATH` or
+/// `postgres://…` / `postgresql://…`; anything else is refused with the scheme named.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let raw = raw.trim();
+        if let Some(rest) = raw.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err(StoreError::InvalidUrl(
+                    "a SQLite URL must name a file, e.g. sqlite:///var/lib/crmhub/crmhub.db".into(),
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        let scheme = raw.split_once(':').map_or(raw, |(s, _)| s);
+        Err(StoreError::InvalidUrl(format!(
+            "unknown scheme {scheme:?}; use sqlite:PATH or postgres://USER@HOST/DB"
+        )))
+    }
+
+    pub fn sqlite_file(path: impl AsRef<Path>) -> Self {
+        Self::Sqlite(path.as_ref().to_path_buf())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Never print a PostgreSQL URL: it may carry a password.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Self::Postgres(_) => f.write_str("postgres://[redacted]"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub master_key: MasterKeySource,
+    pub clock: Arc<dyn Clock>,
+    /// Jobs a tenant may have waiting before `enqueue` refuses with `QueueFull`.
+    pub max_queue_depth_per_tenant: u64,
+    /// Attempts a job gets unless its kind says otherwise.
+    pub default_max_attempts: u32,
+}
+
+impl StoreOptions {
+    pub fn new(url: DatabaseUrl, master_key: MasterKeySource) -> Self {
+        Self {
+            url,
+            max_connections: 10,
+            master_key,
+            clock: Arc::new(crmhub_core::SystemClock),
+            max_queue_depth_per_tenant: 10_000,
+            default_max_attempts: 10,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the active pool. The body is compiled once per backend,
+/// so it must only use SQL both dialects accept.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Like `on_pool!` for an open transaction: `$conn` is a `&mut` connection; reborrow it
+/// (`&mut *conn`) for each statement.
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_tx;
+
+/// A write transaction on either backend. On SQLite it is opened with `BEGIN IMMEDIATE`, so
+/// the write lock is taken up front and a read-then-write cannot fail half way with BUSY.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => t.rollback().await?,
+            Self::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The storage handle: cheap to clone, shared by the API and the workers.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Arc<Limits>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub max_queue_depth_per_tenant: u64,
+    pub default_max_attempts: u32,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects, applies the embedded migrations for the backend, and opens the vault (which
+    /// refuses a master key that does not match the one the database was sealed with).
+    pub async fn open(options: StoreOptions) -> Result<Self> {
+        let db = connect(&options.url, options.max_connections).await?;
+        on_pool!(&db, |pool| migrator(&db).run(pool).await)?;
+        let vault = vault::open_vault(&db, &options.master_key).await?;
+        Ok(Self {
+            db,
+            vault: Arc::new(vault),
+            clock: options.clock,
+            limits: Arc::new(Limits {
+                max_queue_depth_per_tenant: options.max_queue_depth_per_tenant,
+                default_max_attempts: options.default_max_attempts,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// Opens a write transaction that several storage calls can join (`tx.enqueue_job(..)`).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Readiness: the database answers and every embedded migration is recorded as applied.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        let applied: Vec<i64> = on_pool!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version")
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| format!("database unreachable: {e}"))?;
+        let missing: Vec<i64> = migrator(&self.db)
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(format!("migrations not applied: {missing:?}")) }
+    }
+
+    /// Closes the pools; pending statements finish first.
+    pub async fn close(&self) {
+        on_pool!(&self.db, |pool| pool.close().await);
+    }
+}
+
+fn migrator(db: &Db) -> &'static sqlx::migrate::Migrator {
+    match db {
+        Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+        Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+    }
+}
+
+async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Db> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::InvalidUrl(format!("cannot create directory {}: {e}", parent.display()))
+                })?;
+            }
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        }
+        DatabaseUrl::Postgres(raw) => {
+            let options = sqlx::postgres::PgConnectOptions::from_str(raw)
+                .map_err(|e| StoreError::InvalidUrl(format!("bad PostgreSQL URL: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_by_scheme() {
+        assert_eq!(DatabaseUrl::parse("sqlite:///tmp/a.db").unwrap(), DatabaseUrl::Sqlite("/tmp/a.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:data/a.db").unwrap(), DatabaseUrl::Sqlite("data/a.db".into()));
+        assert_eq!(DatabaseUrl::parse("postgres://u@h/db").unwrap().backend(), Backend::Postgres);
+        assert_eq!(DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(), Backend::Postgres);
+    }
+
+    #[test]
+    fn unknown_schemes_are_named_in_the_error() {
+        let err = DatabaseUrl::parse("mysql://root@localhost/crm").unwrap_err().to_string();
+        assert!(err.contains("unknown scheme \"mysql\""), "{err}");
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn postgres_urls_never_print() {
+        let url = DatabaseUrl::parse("postgres://u:pw@h/db").unwrap();
+        assert!(!format!("{url:?}").contains("pw"));
+    }
+}

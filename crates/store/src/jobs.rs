@@ -1,0 +1,595 @@
+//! The durable jobs queue.
+//!
+//! A job is a row: pending → running (leased to one worker) → deleted when done, or back to
+//! pending with a later `run_at` after a failure, or `dead` after its last attempt. A worker
+//! that dies keeps its lease until it expires; the next claim then takes the job over (and
+//! counts the attempt), so nothing stays stuck. Only the lease holder can finish a job:
+//! every transition is conditioned on the claim's unique lease token.
+//!
+//! Claiming: PostgreSQL uses `FOR UPDATE SKIP LOCKED` so concurrent workers on several
+//! instances never pick the same row; SQLite runs the claim inside `BEGIN IMMEDIATE`, which
+//! serialises writers.
+
+use std::time::Duration;
+
+use crmhub_core::clock::duration_millis;
+use crmhub_core::{JobId, TenantId, UnixMillis};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::{Db, Tx, on_pool, on_tx};
+use crate::rows::{parse_id, parse_json};
+use crate::{Result, Store, StoreError};
+
+/// Work to enqueue. `dedupe_key` makes the enqueue a no-op while a pending job of the same
+/// tenant, kind and key exists (a running one does not count: new information that arrives
+/// while a job runs must be able to schedule another run).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: Value,
+    pub dedupe_key: Option<String>,
+    pub run_at: Option<UnixMillis>,
+    pub max_attempts: Option<u32>,
+    /// Higher runs first: interactive work ahead of backfills.
+    pub priority: i32,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, payload: Value) -> Self {
+        Self { kind: kind.into(), payload, dedupe_key: None, run_at: None, max_attempts: None, priority: 0 }
+    }
+
+    pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
+        self.dedupe_key = Some(key.into());
+        self
+    }
+
+    pub fn run_at(mut self, at: UnixMillis) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Created(JobId),
+    /// A pending job with the same dedupe key already existed; nothing was added.
+    Duplicate(JobId),
+}
+
+impl Enqueued {
+    pub fn id(&self) -> JobId {
+        match self {
+            Self::Created(id) | Self::Duplicate(id) => *id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Dead,
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "pending" => Some(Self::Pending),
+            "running" => Some(Self::Running),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A job leased to one worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub payload: Value,
+    /// Attempts so far, including this one.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    lease_token: String,
+}
+
+impl ClaimedJob {
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempts >= self.max_attempts
+    }
+}
+
+/// A job as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub payload: Value,
+    pub dedupe_key: Option<String>,
+    pub status: JobStatus,
+    pub priority: i32,
+    pub run_at: UnixMillis,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub lease_expires_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub running: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub tenant: Option<TenantId>,
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// What to redrive: every dead job in scope, or the listed ids.
+#[derive(Debug, Clone)]
+pub enum Redrive {
+    AllDead,
+    Ids(Vec<JobId>),
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: String,
+    tenant_id: String,
+    kind: String,
+    payload: String,
+    attempts: i32,
+    max_attempts: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    tenant_id: String,
+    kind: String,
+    payload: String,
+    dedupe_key: Option<String>,
+    status: String,
+    priority: i32,
+    run_at: i64,
+    attempts: i32,
+    max_attempts: i32,
+    lease_expires_at: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self> {
+        Ok(JobRecord {
+            id: parse_id("job", &row.id)?,
+            tenant_id: parse_id("job", &row.tenant_id)?,
+            payload: parse_json("job", &row.id, &row.payload)?,
+            status: JobStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::corrupt("job", &row.id, format!("unknown status {:?}", row.status)))?,
+            kind: row.kind,
+            dedupe_key: row.dedupe_key,
+            priority: row.priority,
+            run_at: row.run_at,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
+            lease_expires_at: row.lease_expires_at,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const LAST_ATTEMPT_LOST: &str = "the worker running the final attempt stopped renewing its lease (crashed or hung)";
+
+impl Tx {
+    /// Enqueues inside the caller's transaction: the job exists iff the transaction commits.
+    pub async fn enqueue_job(&mut self, store: &Store, tenant: TenantId, job: NewJob) -> Result<Enqueued> {
+        let now = store.now();
+        let tenant_s = tenant.to_string();
+        let cap = store.limits.max_queue_depth_per_tenant;
+        let max_attempts = i32::try_from(job.max_attempts.unwrap_or(store.limits.default_max_attempts).max(1))
+            .unwrap_or(i32::MAX);
+        let id = JobId::new();
+        let payload = job.payload.to_string();
+        let run_at = job.run_at.unwrap_or(now);
+
+        if let Some(existing) = find_pending_duplicate(self, &tenant_s, &job).await? {
+            return Ok(Enqueued::Duplicate(existing));
+        }
+        let depth: i64 = on_tx!(self, |conn| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status IN ('pending', 'running')")
+                .bind(&tenant_s)
+                .fetch_one(&mut *conn)
+                .await
+        })?;
+        if u64::try_from(depth).unwrap_or(0) >= cap {
+            return Err(StoreError::QueueFull { tenant, cap });
+        }
+        let inserted: Option<String> = on_tx!(self, |conn| {
+            sqlx::query_scalar(
+                "INSERT INTO jobs (id, tenant_id, kind, payload, dedupe_key, status, priority, run_at, attempts, \
+                 max_attempts, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, 0, $8, $9, $9) \
+                 ON CONFLICT (tenant_id, kind, dedupe_key) WHERE dedupe_key IS NOT NULL AND status = 'pending' \
+                 DO NOTHING RETURNING id",
+            )
+            .bind(id.to_string())
+            .bind(&tenant_s)
+            .bind(&job.kind)
+            .bind(&payload)
+            .bind(job.dedupe_key.as_deref())
+            .bind(job.priority)
+            .bind(run_at)
+            .bind(max_attempts)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await
+        })
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { entity: "tenant" },
+            _ => StoreError::Database(e),
+        })?;
+        match inserted {
+            Some(_) => Ok(Enqueued::Created(id)),
+            None => find_pending_duplicate(self, &tenant_s, &job)
+                .await?
+                .map(Enqueued::Duplicate)
+                .ok_or_else(|| StoreError::corrupt("job", id.to_string(), "dedupe conflict without a pending twin")),
+        }
+    }
+}
+
+async fn find_pending_duplicate(tx: &mut Tx, tenant: &str, job: &NewJob) -> Result<Option<JobId>> {
+    let Some(key) = job.dedupe_key.as_deref() else { return Ok(None) };
+    let existing: Option<String> = on_tx!(tx, |conn| {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE tenant_id = $1 AND kind = $2 AND dedupe_key = $3 AND status = 'pending'",
+        )
+        .bind(tenant)
+        .bind(&job.kind)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+    })?;
+    existing.map(|id| parse_id("job", &id)).transpose()
+}
+
+pub struct Jobs<'a> {
+    store: &'a Store,
+}
+
+impl Store {
+    /// The queue. Enqueue and listing are tenant-scoped; claiming is the worker's view across
+    /// all tenants.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { store: self }
+    }
+}
+
+impl Jobs<'_> {
+    /// Enqueues in a transaction of its own.
+    pub async fn enqueue(&self, tenant: TenantId, job: NewJob) -> Result<Enqueued> {
+        let mut tx = self.store.begin().await?;
+        let result = tx.enqueue_job(self.store, tenant, job).await;
+        match result {
+            Ok(done) => {
+                tx.commit().await?;
+                Ok(done)
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Leases the most urgent runnable job to `worker` for `lease`. Jobs whose worker vanished
+    /// during their final attempt are declared dead first.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
+        let now = self.store.now();
+        let lease_token = format!("{worker}/{}", Uuid::new_v4());
+        let lease_until = now.saturating_add(duration_millis(lease));
+        let mut tx = self.store.begin().await?;
+        on_tx!(&mut tx, |conn| {
+            sqlx::query(
+                "UPDATE jobs SET status = 'dead', last_error = $2, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $1 WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts",
+            )
+            .bind(now)
+            .bind(LAST_ATTEMPT_LOST)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        let pick = match &self.store.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
+             lease_expires_at = $3, updated_at = $1 \
+             WHERE id = (SELECT id FROM jobs \
+                         WHERE (status = 'pending' AND run_at <= $1) OR (status = 'running' AND lease_expires_at < $1) \
+                         ORDER BY priority DESC, run_at, created_at LIMIT 1 {pick}) \
+             RETURNING id, tenant_id, kind, payload, attempts, max_attempts"
+        );
+        let row: Option<ClaimRow> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql).bind(now).bind(&lease_token).bind(lease_until).fetch_optional(&mut *conn).await
+        })?;
+        tx.commit().await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(ClaimedJob {
+            id: parse_id("job", &row.id)?,
+            tenant_id: parse_id("job", &row.tenant_id)?,
+            payload: parse_json("job", &row.id, &row.payload)?,
+            kind: row.kind,
+            attempts: u32::try_from(row.attempts).unwrap_or(1),
+            max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
+            lease_token,
+        }))
+    }
+
+    /// Extends the lease while the job runs. `false` means the lease was lost (it expired and
+    /// another worker took the job): the caller must stop and not report a result.
+    pub async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<bool> {
+        let now = self.store.now();
+        let until = now.saturating_add(duration_millis(lease));
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .bind(until)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+
+    /// The job succeeded: it is removed.
+    pub async fn complete(&self, job: &ClaimedJob) -> Result<()> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_owner = $2")
+                .bind(job.id.to_string())
+                .bind(&job.lease_token)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
+    /// The attempt failed. Unless it was the last, the job runs again at `retry_at`; after the
+    /// last it is dead with `error`. Returns the resulting status.
+    pub async fn fail(&self, job: &ClaimedJob, error: &str, retry_at: UnixMillis) -> Result<JobStatus> {
+        let status: Option<String> = on_pool!(&self.store.db, |pool| {
+            sqlx::query_scalar(
+                "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
+                 run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+                 WHERE id = $1 AND lease_owner = $2 RETURNING status",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .bind(retry_at)
+            .bind(truncate(error))
+            .bind(self.store.now())
+            .fetch_optional(pool)
+            .await
+        })?;
+        let status = status.ok_or(StoreError::LeaseLost)?;
+        JobStatus::parse(&status).ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"))
+    }
+
+    /// A permanent failure: no retry will help, so the job is dead now, with `error` kept.
+    pub async fn kill(&self, job: &ClaimedJob, error: &str) -> Result<()> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET status = 'dead', last_error = $3, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $4 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .bind(truncate(error))
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
+    /// Puts the job back without counting the attempt: it asked to run later (a remote's
+    /// `Retry-After`), or the worker is shutting down.
+    pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                 run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .bind(run_at)
+            .bind(reason.map(truncate))
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 1000));
+        let rows: Vec<JobRow> = on_pool!(&self.store.db, |pool| {
+            sqlx::query_as(
+                "SELECT id, tenant_id, kind, payload, dedupe_key, status, priority, run_at, attempts, max_attempts, \
+                 lease_expires_at, last_error, created_at, updated_at FROM jobs \
+                 WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR kind = $3) \
+                 ORDER BY created_at, id LIMIT $4",
+            )
+            .bind(filter.tenant.map(|t| t.to_string()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.kind.as_deref())
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Gives dead jobs a fresh set of attempts, to run now. A dead job whose dedupe key is
+    /// already covered by a pending job is removed instead (the pending one does its work).
+    /// Returns how many dead jobs were redriven or merged.
+    pub async fn redrive(&self, tenant: Option<TenantId>, which: Redrive) -> Result<u64> {
+        let now = self.store.now();
+        let tenant = tenant.map(|t| t.to_string());
+        let ids: Option<Vec<String>> = match which {
+            Redrive::AllDead => None,
+            Redrive::Ids(ids) => Some(ids.iter().map(JobId::to_string).collect()),
+        };
+        // An id list becomes a JSON array so one statement text serves both backends.
+        let ids_json = ids.map(|ids| serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
+        let in_ids = match &self.store.db {
+            Db::Sqlite(_) => "($2 IS NULL OR id IN (SELECT value FROM json_each($2)))",
+            Db::Postgres(_) => "($2::text IS NULL OR id IN (SELECT jsonb_array_elements_text($2::jsonb)))",
+        };
+        let twin = "EXISTS (SELECT 1 FROM jobs p WHERE p.status = 'pending' AND p.dedupe_key IS NOT NULL \
+                    AND p.tenant_id = jobs.tenant_id AND p.kind = jobs.kind AND p.dedupe_key = jobs.dedupe_key)";
+        let scope = format!("status = 'dead' AND ($1 IS NULL OR tenant_id = $1) AND {in_ids}");
+        let merge_sql = format!("DELETE FROM jobs WHERE {scope} AND {twin}");
+        let revive_sql = format!(
+            "UPDATE jobs SET status = 'pending', attempts = 0, run_at = $3, updated_at = $3 WHERE {scope}"
+        );
+        let mut tx = self.store.begin().await?;
+        let merged = on_tx!(&mut tx, |conn| {
+            sqlx::query(&merge_sql).bind(tenant.as_deref()).bind(ids_json.as_deref()).execute(&mut *conn).await.map(|r| r.rows_affected())
+        })?;
+        let revived = on_tx!(&mut tx, |conn| {
+            sqlx::query(&revive_sql)
+                .bind(tenant.as_deref())
+                .bind(ids_json.as_deref())
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(merged + revived)
+    }
+
+    /// Removes dead jobs for good (after an operator decided they are not worth redriving).
+    pub async fn discard_dead(&self, tenant: TenantId, id: JobId) -> Result<()> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2 AND status = 'dead'")
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(StoreError::NotFound { entity: "dead job" }) }
+    }
+
+    /// Queue depth by status, for metrics and the drain helpers in tests.
+    pub async fn depth(&self, tenant: Option<TenantId>) -> Result<QueueDepth> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.store.db, |pool| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) GROUP BY status")
+                .bind(tenant.map(|t| t.to_string()))
+                .fetch_all(pool)
+                .await
+        })?;
+        let mut depth = QueueDepth::default();
+        for (status, count) in rows {
+            let count = u64::try_from(count).unwrap_or(0);
+            match JobStatus::parse(&status) {
+                Some(JobStatus::Pending) => depth.pending = count,
+                Some(JobStatus::Running) => depth.running = count,
+                Some(JobStatus::Dead) => depth.dead = count,
+                None => {}
+            }
+        }
+        Ok(depth)
+    }
+
+    /// When the next pending job becomes runnable, so an idle worker knows how long to sleep.
+    pub async fn next_run_at(&self) -> Result<Option<UnixMillis>> {
+        Ok(on_pool!(&self.store.db, |pool| {
+            sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'pending'").fetch_one(pool).await
+        })?)
+    }
+}
+
+fn truncate(error: &str) -> String {
+    error.chars().take(2000).collect()
+}
+
+/// Exponential backoff with equal jitter: half of `base · 2^(attempt-1)` fixed, the other half
+/// random, capped at `max`. Retries from many jobs that failed together spread out.
+pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let ceiling = base.saturating_mul(1u32 << exp).min(max);
+    let half = ceiling / 2;
+    let jitter = rand::random_range(0..=duration_millis(half).max(0) as u64);
+    half + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(5);
+        let max = Duration::from_secs(3600);
+        for _ in 0..50 {
+            let first = backoff_delay(1, base, max);
+            assert!(first >= Duration::from_millis(2500) && first <= base, "{first:?}");
+            let fourth = backoff_delay(4, base, max);
+            assert!(fourth >= Duration::from_secs(20) && fourth <= Duration::from_secs(40), "{fourth:?}");
+            let late = backoff_delay(40, base, max);
+            assert!(late >= max / 2 && late <= max, "{late:?}");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! crmhub's storage: one API over SQLite (the embedded default) and PostgreSQL (several
+//! instances, one installation). Every method that touches tenant data is reached through a
+//! tenant-scoped handle (`store.connections(tenant)`), so there is no way to write an
+//! unscoped query against tenant rows outside this crate's admin-level functions.
+#![forbid(unsafe_code)]
+
+mod db;
+mod error;
+pub mod jobs;
+mod rows;
+pub mod request_log;
+pub mod secrets;
+pub mod settings;
+pub mod tenants;
+pub mod vault;
+pub mod connections;
+
+pub use db::{Backend, DatabaseUrl, Store, StoreOptions, Tx};
+pub use error::StoreError;
+pub use vault::{MasterKey, MasterKeySource, Vault, VaultError};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
