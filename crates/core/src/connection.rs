@@ -118,8 +118,7 @@ impl Host {
         if trimmed.is_empty() {
             return Err(err("must not be empty".into()));
         }
-        let with_scheme =
-            if trimmed.contains("://") { trimmed.to_owned() } else { format!("https://{trimmed}") };
+        let with_scheme = if trimmed.contains("://") { trimmed.to_owned() } else { format!("https://{trimmed}") };
         let url = Url::parse(&with_scheme).map_err(|e| err(format!("is not a valid URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(err(format!("scheme must be http or https (got {:?})", url.scheme())));

@@ -25,9 +25,7 @@ impl TenantSlug {
             return Err(err(&format!("must be at most {} characters (got {})", Self::MAX_LEN, raw.len())));
         }
         if let Some(bad) = raw.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-            return Err(err(&format!(
-                "may contain only lowercase letters, digits and '-' (found {bad:?})"
-            )));
+            return Err(err(&format!("may contain only lowercase letters, digits and '-' (found {bad:?})")));
         }
         if raw.starts_with('-') || raw.ends_with('-') {
             return Err(err("must start and end with a letter or digit"));

@@ -1,2 +1,21 @@
-//! The crmhub application.
+//! The crmhub application: configuration, the HTTP API (channels, admin, operations) and the
+//! background workers. `main.rs` only parses arguments and calls into here.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod connection_input;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+mod maintenance;
+pub mod metrics;
+pub mod ops;
+mod request_log_writer;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::{Application, ApplicationBuilder};
+pub use state::AppState;

@@ -313,15 +313,17 @@ impl Connections<'_> {
     /// Sets the status explicitly (e.g. `needs_reauth` after refused credentials).
     pub async fn set_status(&self, id: ConnectionId, status: ConnectionStatus, error: Option<&str>) -> Result<()> {
         let done = on_pool!(&self.store.db, |pool| {
-            sqlx::query("UPDATE connections SET status = $3, last_error = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
-                .bind(self.tenant.to_string())
-                .bind(id.to_string())
-                .bind(status.as_str())
-                .bind(error.map(|e| truncate(e, 1000)))
-                .bind(self.store.now())
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+            sqlx::query(
+                "UPDATE connections SET status = $3, last_error = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(self.tenant.to_string())
+            .bind(id.to_string())
+            .bind(status.as_str())
+            .bind(error.map(|e| truncate(e, 1000)))
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         if done == 0 {
             return Err(StoreError::NotFound { entity: "connection" });

@@ -45,9 +45,7 @@ impl DatabaseUrl {
             return Ok(Self::Postgres(raw.to_owned()));
         }
         let scheme = raw.split_once(':').map_or(raw, |(s, _)| s);
-        Err(StoreError::InvalidUrl(format!(
-            "unknown scheme {scheme:?}; use sqlite:PATH or postgres://USER@HOST/DB"
-        )))
+        Err(StoreError::InvalidUrl(format!("unknown scheme {scheme:?}; use sqlite:PATH or postgres://USER@HOST/DB")))
     }
 
     pub fn sqlite_file(path: impl AsRef<Path>) -> Self {
@@ -243,11 +241,7 @@ impl Store {
                 .await
         })
         .map_err(|e| format!("database unreachable: {e}"))?;
-        let missing: Vec<i64> = migrator(&self.db)
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect();
+        let missing: Vec<i64> = migrator(&self.db).iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
         if missing.is_empty() { Ok(()) } else { Err(format!("migrations not applied: {missing:?}")) }
     }
 

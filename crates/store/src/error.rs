@@ -47,15 +47,9 @@ impl StoreError {
 
 /// Maps a unique-constraint violation to a `Conflict` naming the field; other errors pass
 /// through unchanged.
-pub(crate) fn on_unique(
-    err: sqlx::Error,
-    field: &'static str,
-    message: impl FnOnce() -> String,
-) -> StoreError {
+pub(crate) fn on_unique(err: sqlx::Error, field: &'static str, message: impl FnOnce() -> String) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict { field, message: message() }
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { field, message: message() },
         _ => StoreError::Database(err),
     }
 }

@@ -224,8 +224,8 @@ impl Tx {
         let now = store.now();
         let tenant_s = tenant.to_string();
         let cap = store.limits.max_queue_depth_per_tenant;
-        let max_attempts = i32::try_from(job.max_attempts.unwrap_or(store.limits.default_max_attempts).max(1))
-            .unwrap_or(i32::MAX);
+        let max_attempts =
+            i32::try_from(job.max_attempts.unwrap_or(store.limits.default_max_attempts).max(1)).unwrap_or(i32::MAX);
         let id = JobId::new();
         let payload = job.payload.to_string();
         let run_at = job.run_at.unwrap_or(now);
@@ -499,12 +499,16 @@ impl Jobs<'_> {
                     AND p.tenant_id = jobs.tenant_id AND p.kind = jobs.kind AND p.dedupe_key = jobs.dedupe_key)";
         let scope = format!("status = 'dead' AND ($1 IS NULL OR tenant_id = $1) AND {in_ids}");
         let merge_sql = format!("DELETE FROM jobs WHERE {scope} AND {twin}");
-        let revive_sql = format!(
-            "UPDATE jobs SET status = 'pending', attempts = 0, run_at = $3, updated_at = $3 WHERE {scope}"
-        );
+        let revive_sql =
+            format!("UPDATE jobs SET status = 'pending', attempts = 0, run_at = $3, updated_at = $3 WHERE {scope}");
         let mut tx = self.store.begin().await?;
         let merged = on_tx!(&mut tx, |conn| {
-            sqlx::query(&merge_sql).bind(tenant.as_deref()).bind(ids_json.as_deref()).execute(&mut *conn).await.map(|r| r.rows_affected())
+            sqlx::query(&merge_sql)
+                .bind(tenant.as_deref())
+                .bind(ids_json.as_deref())
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         let revived = on_tx!(&mut tx, |conn| {
             sqlx::query(&revive_sql)

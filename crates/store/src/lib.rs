@@ -4,16 +4,16 @@
 //! unscoped query against tenant rows outside this crate's admin-level functions.
 #![forbid(unsafe_code)]
 
+pub mod connections;
 mod db;
 mod error;
 pub mod jobs;
-mod rows;
 pub mod request_log;
+mod rows;
 pub mod secrets;
 pub mod settings;
 pub mod tenants;
 pub mod vault;
-pub mod connections;
 
 pub use db::{Backend, DatabaseUrl, Store, StoreOptions, Tx};
 pub use error::StoreError;

@@ -87,7 +87,11 @@ impl Store {
     /// `keep_per_connection` of each connection, are deleted. Returns how many went.
     pub async fn prune_request_log(&self, older_than: UnixMillis, keep_per_connection: u32) -> Result<u64> {
         let by_age = on_pool!(&self.db, |pool| {
-            sqlx::query("DELETE FROM request_log WHERE at < $1").bind(older_than).execute(pool).await.map(|r| r.rows_affected())
+            sqlx::query("DELETE FROM request_log WHERE at < $1")
+                .bind(older_than)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         let by_count = on_pool!(&self.db, |pool| {
             sqlx::query(

@@ -107,30 +107,29 @@ impl Tenants<'_> {
             .await
             .map(|r| r.rows_affected())
         })
-        .map_err(|e| on_unique(e, "slug", || format!("a tenant with slug {:?} already exists", tenant.slug.as_str())))?;
+        .map_err(|e| {
+            on_unique(e, "slug", || format!("a tenant with slug {:?} already exists", tenant.slug.as_str()))
+        })?;
         Ok(tenant)
     }
 
     pub async fn list(&self) -> Result<Vec<Tenant>> {
         let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY slug");
-        let rows: Vec<TenantRow> =
-            on_pool!(&self.store.db, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        let rows: Vec<TenantRow> = on_pool!(&self.store.db, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
         rows.into_iter().map(Tenant::try_from).collect()
     }
 
     pub async fn get(&self, id: TenantId) -> Result<Tenant> {
         let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1");
-        let row: Option<TenantRow> = on_pool!(&self.store.db, |pool| {
-            sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(pool).await
-        })?;
+        let row: Option<TenantRow> =
+            on_pool!(&self.store.db, |pool| { sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(pool).await })?;
         row.ok_or(StoreError::NotFound { entity: "tenant" })?.try_into()
     }
 
     pub async fn find_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>> {
         let sql = format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1");
-        let row: Option<TenantRow> = on_pool!(&self.store.db, |pool| {
-            sqlx::query_as(&sql).bind(slug.as_str()).fetch_optional(pool).await
-        })?;
+        let row: Option<TenantRow> =
+            on_pool!(&self.store.db, |pool| { sqlx::query_as(&sql).bind(slug.as_str()).fetch_optional(pool).await })?;
         row.map(Tenant::try_from).transpose()
     }
 
@@ -171,7 +170,11 @@ impl Tenants<'_> {
     /// Deletes the tenant and, by cascade, everything it owns.
     pub async fn delete(&self, id: TenantId) -> Result<()> {
         let done = on_pool!(&self.store.db, |pool| {
-            sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.to_string()).execute(pool).await.map(|r| r.rows_affected())
+            sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         if done == 0 {
             return Err(StoreError::NotFound { entity: "tenant" });

@@ -77,12 +77,14 @@ impl MasterKey {
                 .iter()
                 .find_map(|engine| engine.decode(encoded).ok())
         };
-        let decoded = Zeroizing::new(decoded.ok_or_else(|| {
-            VaultError::MalformedKey("expected 32 bytes as base64 or 64 hex characters".into())
-        })?);
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
-            VaultError::MalformedKey(format!("expected 32 bytes, got {}", decoded.len()))
-        })?;
+        let decoded = Zeroizing::new(
+            decoded
+                .ok_or_else(|| VaultError::MalformedKey("expected 32 bytes as base64 or 64 hex characters".into()))?,
+        );
+        let bytes: [u8; 32] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| VaultError::MalformedKey(format!("expected 32 bytes, got {}", decoded.len())))?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -227,12 +229,14 @@ pub(crate) async fn open_vault(db: &Db, source: &MasterKeySource) -> Result<Vaul
             // Two instances starting together on a new PostgreSQL database race here; the
             // loser's insert is ignored and it must then agree with the winner's key.
             on_pool!(db, |pool| {
-                sqlx::query("INSERT INTO installation_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-                    .bind(CHECK_KEY)
-                    .bind(&sealed)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
+                sqlx::query(
+                    "INSERT INTO installation_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(CHECK_KEY)
+                .bind(&sealed)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
             })?;
             let stored: String = on_pool!(db, |pool| {
                 sqlx::query_scalar("SELECT value FROM installation_settings WHERE key = $1")
@@ -279,10 +283,10 @@ fn resolve_key_file(path: &Path, check: Option<&str>) -> Result<MasterKey> {
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey> {
-    let contents = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| VaultError::KeyFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?);
+    let contents = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| VaultError::KeyFile { path: path.to_path_buf(), reason: e.to_string() })?,
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

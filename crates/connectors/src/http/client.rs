@@ -11,11 +11,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValu
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::OutboundPolicy;
 use super::address::{AddressPolicy, AddressRefused, PolicyResolver};
 use super::budget::{Budgets, Lane, RateSpec};
 use super::metrics::OutboundMetrics;
 use super::redact::Redactor;
-use super::OutboundPolicy;
 
 /// Who is calling, for budgets, metrics and the request log.
 #[derive(Debug, Clone)]
@@ -126,10 +126,9 @@ impl OutboundRequest {
         match self.retry {
             RetryMode::Always => true,
             RetryMode::Never => false,
-            RetryMode::Auto => matches!(
-                self.method,
-                Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-            ),
+            RetryMode::Auto => {
+                matches!(self.method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS)
+            }
         }
     }
 }
@@ -262,11 +261,7 @@ impl HttpClient {
                     }
                     wait
                 }
-                Ok(resp)
-                    if can_retry
-                        && request.retry_after_sending()
-                        && matches!(resp.status.as_u16(), 502..=504) =>
-                {
+                Ok(resp) if can_retry && request.retry_after_sending() && matches!(resp.status.as_u16(), 502..=504) => {
                     match retry_after(&resp.headers) {
                         Some(wait) if wait > self.policy.retry_after_max_wait => return result,
                         Some(wait) => wait,
@@ -299,7 +294,8 @@ impl HttpClient {
         for hop in 0..=self.policy.max_redirects {
             self.check_target(&url)?;
             self.take_budget(ctx, &url).await;
-            let response = self.exchange(ctx, &method, &url, &headers, body.as_ref(), request.timeout, redactor).await?;
+            let response =
+                self.exchange(ctx, &method, &url, &headers, body.as_ref(), request.timeout, redactor).await?;
             let location = response.headers.get(LOCATION).and_then(|l| l.to_str().ok());
             let Some(location) = location.filter(|_| response.status.is_redirection()) else {
                 return Ok(response);

@@ -125,8 +125,18 @@ mod tests {
 
     #[test]
     fn names_that_carry_secrets() {
-        for name in ["sessionName", "accessKey", "api_key", "access_token", "refresh_token", "client_secret", "sig",
-            "password", "Authorization", "X-Api-Key"] {
+        for name in [
+            "sessionName",
+            "accessKey",
+            "api_key",
+            "access_token",
+            "refresh_token",
+            "client_secret",
+            "sig",
+            "password",
+            "Authorization",
+            "X-Api-Key",
+        ] {
             assert!(is_sensitive_name(name), "{name}");
         }
         for name in ["operation", "query", "username", "elementType", "id", "q", "expires"] {
@@ -137,7 +147,10 @@ mod tests {
     #[test]
     fn urls_lose_secret_parameters_and_known_values() {
         let r = Redactor::new([Secret::new("5c1ad80d610a7a7aabe2e")]);
-        let url = Url::parse("https://crm.example.com/webservice.php?operation=query&sessionName=5c1ad80d610a7a7aabe2e&query=SELECT").unwrap();
+        let url = Url::parse(
+            "https://crm.example.com/webservice.php?operation=query&sessionName=5c1ad80d610a7a7aabe2e&query=SELECT",
+        )
+        .unwrap();
         let logged = r.url(&url);
         assert!(!logged.contains("5c1ad80d610a7a7aabe2e"), "{logged}");
         assert!(logged.contains("operation=query"));

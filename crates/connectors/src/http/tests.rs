@@ -61,7 +61,8 @@ fn url(s: &str) -> Url {
 #[tokio::test]
 async fn private_link_local_and_loopback_targets_are_refused_without_allow_listing() {
     let (client, log) = client(OutboundPolicy::default());
-    for target in ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[::1]:9/", "http://0.0.0.0/"] {
+    for target in ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[::1]:9/", "http://0.0.0.0/"]
+    {
         let err = client.send(&ctx(), OutboundRequest::get(url(target))).await.unwrap_err();
         assert!(matches!(err, OutboundError::Blocked(_)), "{target}: {err:?}");
     }
@@ -79,9 +80,12 @@ async fn a_redirect_to_a_private_address_is_refused() {
     let base = serve(
         Router::new()
             .route("/to-private", get(|| async { (AxumStatus::FOUND, [("location", "http://10.0.0.1/admin")]) }))
-            .route("/to-metadata", get(|| async {
-                (AxumStatus::TEMPORARY_REDIRECT, [("location", "http://169.254.169.254/latest/meta-data/")])
-            }))
+            .route(
+                "/to-metadata",
+                get(|| async {
+                    (AxumStatus::TEMPORARY_REDIRECT, [("location", "http://169.254.169.254/latest/meta-data/")])
+                }),
+            )
             .route("/to-localhost", get(|| async { (AxumStatus::FOUND, [("location", "http://localhost:1/")]) })),
     )
     .await;
@@ -131,14 +135,13 @@ async fn redirects_are_followed_within_bounds_and_drop_credentials_across_origin
 #[tokio::test]
 async fn a_50_mb_response_is_cut_at_the_cap() {
     const FIFTY_MB: usize = 50 * 1024 * 1024;
-    let base = serve(
-        Router::new()
-            .route("/declared", get(|| async { vec![b'x'; FIFTY_MB] }))
-            .route("/streamed", get(|| async {
-                let chunks = futures_util::stream::iter((0..50).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1024 * 1024])));
-                Body::from_stream(chunks)
-            })),
-    )
+    let base = serve(Router::new().route("/declared", get(|| async { vec![b'x'; FIFTY_MB] })).route(
+        "/streamed",
+        get(|| async {
+            let chunks = futures_util::stream::iter((0..50).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1024 * 1024])));
+            Body::from_stream(chunks)
+        }),
+    ))
     .await;
     let policy = OutboundPolicy { max_response_bytes: 1024 * 1024, ..loopback_allowed() };
     let (client, log) = client(policy);
@@ -152,10 +155,13 @@ async fn a_50_mb_response_is_cut_at_the_cap() {
 
 #[tokio::test]
 async fn slow_remotes_time_out() {
-    let base = serve(Router::new().route("/slow", get(|| async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        "late"
-    })))
+    let base = serve(Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }),
+    ))
     .await;
     let policy = OutboundPolicy { request_timeout: Duration::from_millis(300), max_retries: 0, ..loopback_allowed() };
     let (client, _) = client(policy);
@@ -196,14 +202,20 @@ async fn only_safe_requests_are_retried_after_a_server_error() {
     let hits = Hits::default();
     let base = serve(
         Router::new()
-            .route("/flaky", get(|State(h): State<Hits>| async move {
-                h.0.fetch_add(1, Ordering::SeqCst);
-                AxumStatus::SERVICE_UNAVAILABLE
-            }))
-            .route("/create", post(|State(h): State<Hits>| async move {
-                h.0.fetch_add(1, Ordering::SeqCst);
-                AxumStatus::BAD_GATEWAY
-            }))
+            .route(
+                "/flaky",
+                get(|State(h): State<Hits>| async move {
+                    h.0.fetch_add(1, Ordering::SeqCst);
+                    AxumStatus::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route(
+                "/create",
+                post(|State(h): State<Hits>| async move {
+                    h.0.fetch_add(1, Ordering::SeqCst);
+                    AxumStatus::BAD_GATEWAY
+                }),
+            )
             .with_state(hits.clone()),
     )
     .await;
@@ -231,7 +243,12 @@ async fn the_request_log_is_redacted() {
     .await;
     let (client, log) = client(loopback_allowed());
     let ctx = ctx().redacting([Secret::new("my-access-key-value")]);
-    let body = RequestBody::form(&[("operation", "login"), ("username", "admin"), ("accessKey", "0123abcd"), ("note", "my-access-key-value")]);
+    let body = RequestBody::form(&[
+        ("operation", "login"),
+        ("username", "admin"),
+        ("accessKey", "0123abcd"),
+        ("note", "my-access-key-value"),
+    ]);
     let target = url(&format!("{base}/webservice.php?operation=login&sessionName=abcdef0123456789abcde"));
     client.send(&ctx, OutboundRequest::post(target, body)).await.unwrap();
     let entries = log.0.lock().unwrap();

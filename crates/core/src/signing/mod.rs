@@ -29,8 +29,7 @@ const TAG_LEN: usize = 32;
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; TAG_LEN] {
     // HMAC is defined for keys of every length (long keys are hashed, short ones padded), so
     // `new_from_slice` cannot fail; the `expect` documents that rather than guarding input.
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(msg);
     mac.finalize().into_bytes().into()
 }
@@ -50,14 +49,8 @@ fn decode_tag(text: &[u8]) -> Option<[u8; TAG_LEN]> {
 /// The secrets that may be used, each with its position in the caller's list (so that the
 /// caller can log which secret id matched). Empty secrets are left out: a blank key would let
 /// anyone sign, so it is treated as "not configured" rather than as a key.
-fn usable_secrets<'a>(
-    secrets: impl IntoIterator<Item = &'a crate::Secret>,
-) -> Vec<(usize, &'a crate::Secret)> {
-    secrets
-        .into_iter()
-        .enumerate()
-        .filter(|(_, secret)| !secret.is_empty())
-        .collect()
+fn usable_secrets<'a>(secrets: impl IntoIterator<Item = &'a crate::Secret>) -> Vec<(usize, &'a crate::Secret)> {
+    secrets.into_iter().enumerate().filter(|(_, secret)| !secret.is_empty()).collect()
 }
 
 /// Which candidate (with its index in the caller's list), if any, produced `presented` for
@@ -105,10 +98,7 @@ mod tests {
         let new = Secret::new("new");
         let empty = Secret::new("");
         let candidates = usable_secrets([&empty, &old, &new, &new]);
-        assert_eq!(
-            candidates.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        assert_eq!(candidates.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2, 3]);
         let index = |tag: [u8; TAG_LEN]| match_secret(&candidates, b"msg", &tag).map(|(i, _)| i);
         assert_eq!(index(hmac_sha256(b"new", b"msg")), Some(2));
         assert_eq!(index(hmac_sha256(b"old", b"msg")), Some(1));

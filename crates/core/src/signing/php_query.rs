@@ -90,9 +90,7 @@ fn canonical_int(bytes: &[u8]) -> Option<i64> {
         return None;
     }
     // At most 19 digits: always fits in a u64.
-    let magnitude = digits
-        .iter()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let magnitude = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     if negative {
         // -9223372036854775808 is accepted, one more is not.
         0i64.checked_sub_unsigned(magnitude)
@@ -153,11 +151,7 @@ pub struct PhpArray {
 
 impl Default for PhpArray {
     fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            index: BTreeMap::new(),
-            next_free: i64::MIN,
-        }
+        Self { slots: Vec::new(), index: BTreeMap::new(), next_free: i64::MIN }
     }
 }
 
@@ -206,12 +200,7 @@ impl PhpArray {
 
     /// `$array[$key] = $value`: overwrite in place, or append a new element.
     fn set(&mut self, key: PhpKey, value: PhpValue) {
-        match self
-            .index
-            .get(&key)
-            .copied()
-            .and_then(|slot| self.value_mut(slot))
-        {
+        match self.index.get(&key).copied().and_then(|slot| self.value_mut(slot)) {
             Some(existing) => *existing = value,
             None => {
                 self.insert_new(key, value);
@@ -241,11 +230,7 @@ impl PhpArray {
     /// already taken, which only happens once `PHP_INT_MAX` has been used; PHP then drops the
     /// value.
     fn push(&mut self, value: PhpValue) -> Option<&mut PhpValue> {
-        let key = PhpKey::Int(if self.next_free == i64::MIN {
-            0
-        } else {
-            self.next_free
-        });
+        let key = PhpKey::Int(if self.next_free == i64::MIN { 0 } else { self.next_free });
         if self.index.contains_key(&key) {
             return None;
         }
@@ -383,10 +368,7 @@ impl PhpQuery {
     /// How many fields of the query string assigned to the top-level variable `name`,
     /// including repeats that PHP silently overwrote (`q=a&q=b` → 2, `q=a&q[]=b` → 2).
     pub fn occurrences(&self, name: &str) -> usize {
-        self.occurrences
-            .get(&PhpKey::from_bytes(name.as_bytes()))
-            .copied()
-            .unwrap_or(0)
+        self.occurrences.get(&PhpKey::from_bytes(name.as_bytes())).copied().unwrap_or(0)
     }
 
     /// `php_register_variable_ex`: stores one decoded field.
@@ -398,12 +380,7 @@ impl PhpQuery {
         // Leading spaces are not part of the name, not even for the prefix check below.
         let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
         let name = &name[start..];
-        let Some(Resolved {
-            top,
-            path,
-            too_deep,
-        }) = resolve_name(name)
-        else {
+        let Some(Resolved { top, path, too_deep }) = resolve_name(name) else {
             return;
         };
         if is_forbidden(&top, name) {
@@ -489,13 +466,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
     if top.is_empty() {
         return None;
     }
-    let plain = |top: Vec<u8>| {
-        Some(Resolved {
-            top,
-            path: Vec::new(),
-            too_deep: false,
-        })
-    };
+    let plain = |top: Vec<u8>| Some(Resolved { top, path: Vec::new(), too_deep: false });
     let Some(mut open) = first_open else {
         return plain(top);
     };
@@ -505,11 +476,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
     loop {
         level += 1;
         if level > MAX_INPUT_NESTING_LEVEL {
-            return Some(Resolved {
-                top,
-                path,
-                too_deep: true,
-            });
+            return Some(Resolved { top, path, too_deep: true });
         }
         let key_start = open + 1;
         // One whitespace character (C `isspace`) right after `[` is skipped when looking for an
@@ -523,9 +490,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
             close = probe;
             path.push(Step::Append);
         } else {
-            let found = buf
-                .get(probe..)
-                .and_then(|rest| rest.iter().position(|&b| b == b']'));
+            let found = buf.get(probe..).and_then(|rest| rest.iter().position(|&b| b == b']'));
             let Some(offset) = found else {
                 // An unmatched `[`.
                 if level == 1 {
@@ -541,11 +506,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
                 }
                 // Deeper down PHP assigns to the key of the previous level and ignores the
                 // rest (`a[x][y=1` sets `a[x]`).
-                return Some(Resolved {
-                    top,
-                    path,
-                    too_deep: false,
-                });
+                return Some(Resolved { top, path, too_deep: false });
             };
             close = probe + offset;
             path.push(Step::Key(buf[key_start..close].to_vec()));
@@ -554,11 +515,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
         match buf.get(close + 1) {
             Some(b'[') => open = close + 1,
             _ => {
-                return Some(Resolved {
-                    top,
-                    path,
-                    too_deep: false,
-                });
+                return Some(Resolved { top, path, too_deep: false });
             }
         }
     }
@@ -570,9 +527,7 @@ fn resolve_name(name: &[u8]) -> Option<Resolved> {
 /// input, `parse_str` included). `name` is the field's name before mangling.
 fn is_forbidden(key: &[u8], name: &[u8]) -> bool {
     const PREFIXES: [&[u8]; 2] = [b"__Host-", b"__Secure-"];
-    PREFIXES
-        .iter()
-        .any(|prefix| key.starts_with(prefix) && !name.starts_with(prefix))
+    PREFIXES.iter().any(|prefix| key.starts_with(prefix) && !name.starts_with(prefix))
 }
 
 /// C `isspace` in the "C" locale, which is what PHP 8 runs `parse_str` under.
@@ -591,10 +546,7 @@ pub fn url_decode(input: &[u8]) -> Vec<u8> {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' => match (
-                input.get(i + 1).and_then(hex_value),
-                input.get(i + 2).and_then(hex_value),
-            ) {
+            b'%' => match (input.get(i + 1).and_then(hex_value), input.get(i + 2).and_then(hex_value)) {
                 (Some(high), Some(low)) => {
                     out.push(high << 4 | low);
                     i += 3;
@@ -703,21 +655,13 @@ mod tests {
             b"-9223372036854775809",
             b"99999999999999999999",
         ] {
-            assert_eq!(
-                canonical_int(not_int),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(not_int)
-            );
+            assert_eq!(canonical_int(not_int), None, "{:?}", String::from_utf8_lossy(not_int));
         }
     }
 
     #[test]
     fn the_search_example_is_unchanged() {
-        assert_eq!(
-            roundtrip("q=red&expires=1500472622"),
-            "q=red&expires=1500472622"
-        );
+        assert_eq!(roundtrip("q=red&expires=1500472622"), "q=red&expires=1500472622");
     }
 
     #[test]
@@ -794,10 +738,7 @@ mod tests {
     fn arrays_nest_and_flatten() {
         assert_eq!(roundtrip("a[]=x"), "a%5B0%5D=x");
         assert_eq!(roundtrip("a[k][z]=1"), "a%5Bk%5D%5Bz%5D=1");
-        assert_eq!(
-            roundtrip("a[]=x&a[]=y&b=2&a[k]=z"),
-            "a%5B0%5D=x&a%5B1%5D=y&a%5Bk%5D=z&b=2"
-        );
+        assert_eq!(roundtrip("a[]=x&a[]=y&b=2&a[k]=z"), "a%5B0%5D=x&a%5B1%5D=y&a%5Bk%5D=z&b=2");
         // Text after `]` that is not `[` is ignored.
         assert_eq!(roundtrip("a[x]junk=1"), "a%5Bx%5D=1");
         assert_eq!(roundtrip("a[x]junk[y]=1"), "a%5Bx%5D=1");
@@ -805,10 +746,7 @@ mod tests {
         assert_eq!(roundtrip("a[b.c d]=1"), "a%5Bb.c+d%5D=1");
         assert_eq!(roundtrip("a[b[c]=1"), "a%5Bb%5Bc%5D=1");
         // `[ ]` counts as `[]`; a leading space in a longer key is kept.
-        assert_eq!(
-            roundtrip("a[ ]=1&a[ x]=2&a[%09]=3&a[  ]=4"),
-            "a%5B0%5D=1&a%5B+x%5D=2&a%5B1%5D=3&a%5B++%5D=4"
-        );
+        assert_eq!(roundtrip("a[ ]=1&a[ x]=2&a[%09]=3&a[  ]=4"), "a%5B0%5D=1&a%5B+x%5D=2&a%5B1%5D=3&a%5B++%5D=4");
         let q = PhpQuery::parse("a[]=x");
         assert!(q.get("a").is_some_and(PhpValue::is_array));
         assert_eq!(q.get("a").and_then(PhpValue::as_str), None);
@@ -820,22 +758,13 @@ mod tests {
         // PHP >= 8.0: n + 1 even for a negative n.
         assert_eq!(roundtrip("a[-3]=x&a[]=y"), "a%5B-3%5D=x&a%5B-2%5D=y");
         // Non-canonical numbers are string keys and do not move the index.
-        assert_eq!(
-            roundtrip("a[05]=x&a[]=y&a[-0]=z&a[]=w"),
-            "a%5B05%5D=x&a%5B0%5D=y&a%5B-0%5D=z&a%5B1%5D=w"
-        );
+        assert_eq!(roundtrip("a[05]=x&a[]=y&a[-0]=z&a[]=w"), "a%5B05%5D=x&a%5B0%5D=y&a%5B-0%5D=z&a%5B1%5D=w");
         // "5" and 5 are the same key.
         assert_eq!(roundtrip("a[5]=x&a[4]=y&a[5]=z"), "a%5B5%5D=z&a%5B4%5D=y");
         // Once PHP_INT_MAX is used the next append fails and PHP drops the value.
-        assert_eq!(
-            roundtrip("a[9223372036854775807]=x&a[]=y&a[][k]=z"),
-            "a%5B9223372036854775807%5D=x"
-        );
+        assert_eq!(roundtrip("a[9223372036854775807]=x&a[]=y&a[][k]=z"), "a%5B9223372036854775807%5D=x");
         // Appending to a nested array.
-        assert_eq!(
-            roundtrip("a[][x]=1&a[][x]=2"),
-            "a%5B0%5D%5Bx%5D=1&a%5B1%5D%5Bx%5D=2"
-        );
+        assert_eq!(roundtrip("a[][x]=1&a[][x]=2"), "a%5B0%5D%5Bx%5D=1&a%5B1%5D%5Bx%5D=2");
     }
 
     #[test]
@@ -857,10 +786,7 @@ mod tests {
     #[test]
     fn cookie_prefixes_are_refused_unless_the_name_really_has_them() {
         let php = [
-            (
-                "__Host-a=1&..Host-b=2&_.Secure-c=3&__Secure-d=4",
-                "__Host-a=1&__Secure-d=4",
-            ),
+            ("__Host-a=1&..Host-b=2&_.Secure-c=3&__Secure-d=4", "__Host-a=1&__Secure-d=4"),
             ("+__Host-a=1", "__Host-a=1"),
             ("_[Host-a", ""),
             ("x[__Host-a", "x___Host-a="),
@@ -898,10 +824,7 @@ mod tests {
     fn nesting_is_limited_like_php() {
         let deep = |levels: usize| format!("a{}=1", "[x]".repeat(levels));
         let allowed = PhpQuery::parse(&deep(MAX_INPUT_NESTING_LEVEL));
-        assert_eq!(
-            allowed.build(),
-            format!("a{}=1", "%5Bx%5D".repeat(MAX_INPUT_NESTING_LEVEL))
-        );
+        assert_eq!(allowed.build(), format!("a{}=1", "%5Bx%5D".repeat(MAX_INPUT_NESTING_LEVEL)));
         // Too deep: PHP deletes the whole variable, including what earlier fields stored there.
         let too_deep = format!("b=0&a=1&{}&c=2", deep(MAX_INPUT_NESTING_LEVEL + 1));
         let q = PhpQuery::parse(&too_deep);
@@ -936,17 +859,9 @@ mod tests {
     #[test]
     fn resolve_name_cases() {
         let key = |k: &str| Step::Key(k.as_bytes().to_vec());
-        let resolved = |top: &str, path: Vec<Step>| {
-            Some(Resolved {
-                top: top.as_bytes().to_vec(),
-                path,
-                too_deep: false,
-            })
-        };
-        assert_eq!(
-            resolve_name(b"a[b][]"),
-            resolved("a", vec![key("b"), Step::Append])
-        );
+        let resolved =
+            |top: &str, path: Vec<Step>| Some(Resolved { top: top.as_bytes().to_vec(), path, too_deep: false });
+        assert_eq!(resolve_name(b"a[b][]"), resolved("a", vec![key("b"), Step::Append]));
         assert_eq!(resolve_name(b""), None);
         assert_eq!(resolve_name(b"[a]"), None);
         assert_eq!(resolve_name(b"x.y[a.b]"), resolved("x_y", vec![key("a.b")]));
@@ -956,8 +871,8 @@ mod tests {
     /// Characters that exercise every branch of the parser.
     fn quirky_query() -> impl Strategy<Value = String> {
         let alphabet = prop::sample::select(vec![
-            "[", "]", "=", "&", "%", "+", ".", " ", "\t", "a", "b", "0", "5", "-", "_", "%5B",
-            "%5D", "%20", "%2", "%00", "%41", "%C3%A9", "é", "~", "__Host-", "\0",
+            "[", "]", "=", "&", "%", "+", ".", " ", "\t", "a", "b", "0", "5", "-", "_", "%5B", "%5D", "%20", "%2",
+            "%00", "%41", "%C3%A9", "é", "~", "__Host-", "\0",
         ]);
         prop::collection::vec(alphabet, 0..48).prop_map(|parts| parts.concat())
     }

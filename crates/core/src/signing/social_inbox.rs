@@ -52,10 +52,7 @@ impl Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            skew_secs: Self::DEFAULT_SKEW_SECS,
-            max_ttl_secs: Self::DEFAULT_MAX_TTL_SECS,
-        }
+        Self { skew_secs: Self::DEFAULT_SKEW_SECS, max_ttl_secs: Self::DEFAULT_MAX_TTL_SECS }
     }
 }
 
@@ -240,14 +237,13 @@ pub fn verify<'a>(
     }
 
     let mut params = PhpQuery::parse(query);
-    let (presented, expires) =
-        required_params(&params).ok_or(VerifyError::MissingOrInvalidParams)?;
+    let (presented, expires) = required_params(&params).ok_or(VerifyError::MissingOrInvalidParams)?;
 
     params.remove(SIG_PARAM);
     let metadata = take_metadata(&mut params);
     let signed = params.build();
-    let (secret_index, _) = match_secret(&candidates, signed.as_bytes(), &presented)
-        .ok_or(VerifyError::SignatureMismatch)?;
+    let (secret_index, _) =
+        match_secret(&candidates, signed.as_bytes(), &presented).ok_or(VerifyError::SignatureMismatch)?;
 
     // Widened so that neither bound can overflow, whatever `now` and the policy are.
     let (expires_wide, now_wide) = (i128::from(expires), i128::from(now));
@@ -259,12 +255,7 @@ pub fn verify<'a>(
     }
 
     params.remove(EXPIRES_PARAM);
-    Ok(VerifiedRequest {
-        params,
-        expires,
-        secret_index,
-        metadata,
-    })
+    Ok(VerifiedRequest { params, expires, secret_index, metadata })
 }
 
 /// Step 1 of [`verify`]: the decoded `sig` and `expires`, if both are acceptable.
@@ -340,15 +331,8 @@ pub fn sign(params: &[(&str, &str)], secret: &Secret) -> String {
 
 /// `k=v&…` with PHP `urlencode` on both sides, as `http_build_query` writes scalar pairs.
 fn encode_pairs<'a, 'b: 'a>(pairs: impl Iterator<Item = &'a (&'b str, &'b str)>) -> String {
-    let encoded: Vec<String> = pairs
-        .map(|(key, value)| {
-            format!(
-                "{}={}",
-                urlencode(key.as_bytes()),
-                urlencode(value.as_bytes())
-            )
-        })
-        .collect();
+    let encoded: Vec<String> =
+        pairs.map(|(key, value)| format!("{}={}", urlencode(key.as_bytes()), urlencode(value.as_bytes()))).collect();
     encoded.join("&")
 }
 
@@ -397,10 +381,7 @@ mod tests {
     #[test]
     fn sign_reproduces_the_contract_vector() {
         let signed = sign(&[("q", "red"), ("expires", "1500472622")], &changeme());
-        assert_eq!(
-            signed,
-            format!("q=red&expires={VECTOR_EXPIRES}&sig={VECTOR_SIG}")
-        );
+        assert_eq!(signed, format!("q=red&expires={VECTOR_EXPIRES}&sig={VECTOR_SIG}"));
     }
 
     /// A signature computed by PHP 8.2.36 itself (`parse_str`, `unset` of `sig` and the §6
@@ -411,20 +392,14 @@ mod tests {
         let query = "q=john+s&a.b=%7e&x[]=1&message_sentiment=neg&expires=1700000000&zz=%2B\
                      &sig=aabf09eb94b474a235f5704aa00571d461f7f60eff6617f39c64e137f747246b";
         let request = check(query).unwrap();
-        assert_eq!(
-            request.params().build(),
-            "q=john+s&a_b=%7E&x%5B0%5D=1&zz=%2B"
-        );
+        assert_eq!(request.params().build(), "q=john+s&a_b=%7E&x%5B0%5D=1&zz=%2B");
         assert_eq!(request.text("zz"), Some("+"));
         assert_eq!(request.metadata().sentiment.as_deref(), Some("neg"));
     }
 
     #[test]
     fn uppercase_sig_is_accepted() {
-        let query = format!(
-            "q=red&expires={VECTOR_EXPIRES}&sig={}",
-            VECTOR_SIG.to_ascii_uppercase()
-        );
+        let query = format!("q=red&expires={VECTOR_EXPIRES}&sig={}", VECTOR_SIG.to_ascii_uppercase());
         assert!(verify(&query, [&changeme()], VECTOR_EXPIRES, &Policy::default()).is_ok());
     }
 
@@ -437,10 +412,7 @@ mod tests {
         assert_eq!(err, VerifyError::SignatureMismatch);
         // Right sig, other secret.
         let query = format!("q=red&expires={VECTOR_EXPIRES}&sig={VECTOR_SIG}");
-        assert_eq!(
-            check_at(&query, VECTOR_EXPIRES).unwrap_err(),
-            VerifyError::SignatureMismatch
-        );
+        assert_eq!(check_at(&query, VECTOR_EXPIRES).unwrap_err(), VerifyError::SignatureMismatch);
         // Right sig, different (decoded) value.
         let query = format!("q=Red&expires={VECTOR_EXPIRES}&sig={VECTOR_SIG}");
         let err = verify(&query, [&changeme()], VECTOR_EXPIRES, &Policy::default()).unwrap_err();
@@ -451,10 +423,7 @@ mod tests {
     fn reserved_characters_are_signed_in_php_urlencode_form() {
         let value = "a~b*c d+e/é";
         let query = sign(&[("q", value), ("expires", &NOW.to_string())], &secret());
-        assert!(
-            query.starts_with("q=a%7Eb%2Ac+d%2Be%2F%C3%A9&expires="),
-            "{query}"
-        );
+        assert!(query.starts_with("q=a%7Eb%2Ac+d%2Be%2F%C3%A9&expires="), "{query}");
         assert_eq!(check(&query).unwrap().text("q"), Some(value));
 
         // A client that leaves `~`, `*`, `/` and UTF-8 unencoded sends the same decoded value,
@@ -503,10 +472,7 @@ mod tests {
         assert_eq!(request.text("a.b"), None);
         // Signing `a.b` literally does not match what PHP verifies.
         let literal = sig_over(&secret(), &format!("a.b=1&expires={NOW}"));
-        assert_eq!(
-            check(&format!("a.b=1&expires={NOW}&sig={literal}")).unwrap_err(),
-            VerifyError::SignatureMismatch
-        );
+        assert_eq!(check(&format!("a.b=1&expires={NOW}&sig={literal}")).unwrap_err(), VerifyError::SignatureMismatch);
     }
 
     #[test]
@@ -534,14 +500,8 @@ mod tests {
         assert_eq!(m.author_social_network_id.as_deref(), Some("2"));
         assert_eq!(m.socialsignin_id.as_deref(), Some("3"));
         assert_eq!(m.author_socialsignin_id.as_deref(), Some("4"));
-        assert_eq!(
-            m.socialsignin_url.as_deref(),
-            Some("https://app.example/m/1")
-        );
-        assert_eq!(
-            m.https_socialsignin_url().map(String::from).as_deref(),
-            Some("https://app.example/m/1")
-        );
+        assert_eq!(m.socialsignin_url.as_deref(), Some("https://app.example/m/1"));
+        assert_eq!(m.https_socialsignin_url().map(String::from).as_deref(), Some("https://app.example/m/1"));
         // Only the eight names: another `message_…` is an ordinary signed param.
         assert_eq!(
             check(&format!("id=12345&message_other=x&expires={NOW}&sig={sig}")).unwrap_err(),
@@ -551,22 +511,9 @@ mod tests {
 
     #[test]
     fn only_https_message_urls_are_linkable() {
-        let with_url = |url: &str| MessageMetadata {
-            socialsignin_url: Some(url.to_owned()),
-            ..Default::default()
-        };
-        assert!(
-            with_url("https://app.example/x")
-                .https_socialsignin_url()
-                .is_some()
-        );
-        for bad in [
-            "http://app.example/x",
-            "javascript:alert(1)",
-            "data:text/html,x",
-            "/relative",
-            "https:",
-        ] {
+        let with_url = |url: &str| MessageMetadata { socialsignin_url: Some(url.to_owned()), ..Default::default() };
+        assert!(with_url("https://app.example/x").https_socialsignin_url().is_some());
+        for bad in ["http://app.example/x", "javascript:alert(1)", "data:text/html,x", "/relative", "https:"] {
             assert_eq!(with_url(bad).https_socialsignin_url(), None, "{bad}");
         }
         assert_eq!(MessageMetadata::default().https_socialsignin_url(), None);
@@ -596,10 +543,7 @@ mod tests {
     fn expiry_bounds() {
         let policy = Policy::default();
         let at = |expires: i64| {
-            let query = sign(
-                &[("q", "red"), ("expires", &expires.to_string())],
-                &secret(),
-            );
+            let query = sign(&[("q", "red"), ("expires", &expires.to_string())], &secret());
             verify(&query, [&secret()], NOW, &policy)
         };
         assert!(at(NOW).is_ok(), "expires == now");
@@ -607,42 +551,18 @@ mod tests {
         assert_eq!(at(NOW - 31).unwrap_err(), VerifyError::Expired);
         assert_eq!(at(1).unwrap_err(), VerifyError::Expired);
         assert!(at(NOW + 3600).is_ok(), "now + max_ttl");
-        assert_eq!(
-            at(NOW + 3601).unwrap_err(),
-            VerifyError::ExpiresTooFarInFuture
-        );
-        assert_eq!(
-            at(99_999_999_999).unwrap_err(),
-            VerifyError::ExpiresTooFarInFuture
-        );
-        assert_eq!(
-            at(i64::MAX).unwrap_err(),
-            VerifyError::ExpiresTooFarInFuture
-        );
+        assert_eq!(at(NOW + 3601).unwrap_err(), VerifyError::ExpiresTooFarInFuture);
+        assert_eq!(at(99_999_999_999).unwrap_err(), VerifyError::ExpiresTooFarInFuture);
+        assert_eq!(at(i64::MAX).unwrap_err(), VerifyError::ExpiresTooFarInFuture);
 
-        let strict = Policy {
-            skew_secs: 0,
-            max_ttl_secs: 0,
-        };
+        let strict = Policy { skew_secs: 0, max_ttl_secs: 0 };
         let query = sign(&[("expires", &NOW.to_string())], &secret());
         assert!(verify(&query, [&secret()], NOW, &strict).is_ok());
-        assert_eq!(
-            verify(&query, [&secret()], NOW + 1, &strict).unwrap_err(),
-            VerifyError::Expired
-        );
-        assert_eq!(
-            verify(&query, [&secret()], NOW - 1, &strict).unwrap_err(),
-            VerifyError::ExpiresTooFarInFuture
-        );
+        assert_eq!(verify(&query, [&secret()], NOW + 1, &strict).unwrap_err(), VerifyError::Expired);
+        assert_eq!(verify(&query, [&secret()], NOW - 1, &strict).unwrap_err(), VerifyError::ExpiresTooFarInFuture);
         // Extreme clocks do not overflow.
-        assert_eq!(
-            verify(&query, [&secret()], i64::MAX, &policy).unwrap_err(),
-            VerifyError::Expired
-        );
-        assert_eq!(
-            verify(&query, [&secret()], i64::MIN, &policy).unwrap_err(),
-            VerifyError::ExpiresTooFarInFuture
-        );
+        assert_eq!(verify(&query, [&secret()], i64::MAX, &policy).unwrap_err(), VerifyError::Expired);
+        assert_eq!(verify(&query, [&secret()], i64::MIN, &policy).unwrap_err(), VerifyError::ExpiresTooFarInFuture);
     }
 
     #[test]
@@ -672,10 +592,7 @@ mod tests {
             format!("q=red&expires={NOW}&sig"),
             format!("q=red&expires={NOW}&sig={}", &good_sig[..63]),
             format!("q=red&expires={NOW}&sig={good_sig}0"),
-            format!(
-                "q=red&expires={NOW}&sig={}",
-                good_sig.replacen(|c: char| c.is_ascii_digit(), "g", 1)
-            ),
+            format!("q=red&expires={NOW}&sig={}", good_sig.replacen(|c: char| c.is_ascii_digit(), "g", 1)),
             format!("q=red&expires={NOW}&sig=0x{}", &good_sig[2..]),
             format!("q=red&expires={NOW}&sig={good_sig}&sig={good_sig}"),
             format!("q=red&expires={NOW}&sig[]={good_sig}"),
@@ -697,11 +614,7 @@ mod tests {
             format!("q=red&expires=99999999999999999999999&sig={good_sig}"),
         ];
         for query in cases {
-            assert_eq!(
-                check(&query).unwrap_err(),
-                VerifyError::MissingOrInvalidParams,
-                "{query}"
-            );
+            assert_eq!(check(&query).unwrap_err(), VerifyError::MissingOrInvalidParams, "{query}");
         }
         // i64::MAX itself is well-formed; it fails later, on the signature.
         let query = format!("q=red&expires={}&sig={good_sig}", i64::MAX);
@@ -721,40 +634,19 @@ mod tests {
         let by_new = sign(&params, &new);
         let by_other = sign(&params, &other);
         let both = [&old, &new];
-        assert_eq!(
-            verify(&by_old, both, NOW, &Policy::default())
-                .unwrap()
-                .secret_index(),
-            0
-        );
-        assert_eq!(
-            verify(&by_new, both, NOW, &Policy::default())
-                .unwrap()
-                .secret_index(),
-            1
-        );
-        assert_eq!(
-            verify(&by_other, both, NOW, &Policy::default()).unwrap_err(),
-            VerifyError::SignatureMismatch
-        );
+        assert_eq!(verify(&by_old, both, NOW, &Policy::default()).unwrap().secret_index(), 0);
+        assert_eq!(verify(&by_new, both, NOW, &Policy::default()).unwrap().secret_index(), 1);
+        assert_eq!(verify(&by_other, both, NOW, &Policy::default()).unwrap_err(), VerifyError::SignatureMismatch);
         // A `Vec<Secret>` works too.
         let owned = vec![old.clone(), new.clone()];
-        assert_eq!(
-            verify(&by_new, &owned, NOW, &Policy::default())
-                .unwrap()
-                .secret_index(),
-            1
-        );
+        assert_eq!(verify(&by_new, &owned, NOW, &Policy::default()).unwrap().secret_index(), 1);
     }
 
     #[test]
     fn without_a_usable_secret_every_request_is_a_500() {
         let query = sign(&[("q", "red"), ("expires", "1700000000")], &Secret::new(""));
         let none: [&Secret; 0] = [];
-        assert_eq!(
-            verify(&query, none, NOW, &Policy::default()).unwrap_err(),
-            VerifyError::NoSecretConfigured
-        );
+        assert_eq!(verify(&query, none, NOW, &Policy::default()).unwrap_err(), VerifyError::NoSecretConfigured);
         // An empty secret is not a key, even though the query was "signed" with it.
         assert_eq!(
             verify(&query, [&Secret::new("")], NOW, &Policy::default()).unwrap_err(),
@@ -769,106 +661,49 @@ mod tests {
     #[test]
     fn errors_carry_the_reference_status_and_body() {
         let cases = [
-            (
-                VerifyError::MissingOrInvalidParams,
-                400,
-                "missing or invalid sig or expires params",
-            ),
+            (VerifyError::MissingOrInvalidParams, 400, "missing or invalid sig or expires params"),
             (VerifyError::SignatureMismatch, 403, "Signature mismatch"),
             (VerifyError::Expired, 403, "request expired"),
-            (
-                VerifyError::ExpiresTooFarInFuture,
-                403,
-                "request expires too far in the future",
-            ),
-            (
-                VerifyError::NoSecretConfigured,
-                500,
-                "no signing secret configured",
-            ),
+            (VerifyError::ExpiresTooFarInFuture, 403, "request expires too far in the future"),
+            (VerifyError::NoSecretConfigured, 500, "no signing secret configured"),
         ];
         for (err, status, message) in cases {
             assert_eq!(err.status(), status);
             assert_eq!(err.message(), message);
             assert_eq!(err.to_string(), message);
-            assert_eq!(
-                err.json_body(),
-                format!(r#"{{"status":"error","error":"{message}"}}"#)
-            );
+            assert_eq!(err.json_body(), format!(r#"{{"status":"error","error":"{message}"}}"#));
         }
-        assert_eq!(
-            VerifyError::SignatureMismatch.json_body(),
-            r#"{"status":"error","error":"Signature mismatch"}"#
-        );
-        let body: serde_json::Value =
-            serde_json::from_str(&error_body("a \"quoted\" \\ </script>")).unwrap();
+        assert_eq!(VerifyError::SignatureMismatch.json_body(), r#"{"status":"error","error":"Signature mismatch"}"#);
+        let body: serde_json::Value = serde_json::from_str(&error_body("a \"quoted\" \\ </script>")).unwrap();
         assert_eq!(body["status"], "error");
         assert_eq!(body["error"], "a \"quoted\" \\ </script>");
     }
 
     #[test]
     fn policy_defaults_and_config() {
-        assert_eq!(
-            Policy::default(),
-            Policy {
-                skew_secs: 30,
-                max_ttl_secs: 3600
-            }
-        );
+        assert_eq!(Policy::default(), Policy { skew_secs: 30, max_ttl_secs: 3600 });
         let partial: Policy = serde_json::from_str(r#"{"max_ttl_secs": 900}"#).unwrap();
-        assert_eq!(
-            partial,
-            Policy {
-                skew_secs: 30,
-                max_ttl_secs: 900
-            }
-        );
+        assert_eq!(partial, Policy { skew_secs: 30, max_ttl_secs: 900 });
         assert!(serde_json::from_str::<Policy>(r#"{"max_ttl": 900}"#).is_err());
     }
 
     #[test]
     fn sign_puts_message_params_after_sig_and_leaves_them_unsigned() {
-        let signed = sign(
-            &[
-                ("id", "1"),
-                ("message_sentiment", "neg ative"),
-                ("expires", "1700000000"),
-            ],
-            &secret(),
-        );
+        let signed = sign(&[("id", "1"), ("message_sentiment", "neg ative"), ("expires", "1700000000")], &secret());
         let sig = sig_over(&secret(), "id=1&expires=1700000000");
-        assert_eq!(
-            signed,
-            format!("id=1&expires=1700000000&sig={sig}&message_sentiment=neg+ative")
-        );
-        assert_eq!(
-            check(&signed).unwrap().metadata().sentiment.as_deref(),
-            Some("neg ative")
-        );
-        assert_eq!(
-            sign(&[], &secret()),
-            format!("sig={}", sig_over(&secret(), ""))
-        );
+        assert_eq!(signed, format!("id=1&expires=1700000000&sig={sig}&message_sentiment=neg+ative"));
+        assert_eq!(check(&signed).unwrap().metadata().sentiment.as_deref(), Some("neg ative"));
+        assert_eq!(sign(&[], &secret()), format!("sig={}", sig_over(&secret(), "")));
     }
 
     /// Names that are, or that PHP resolves to, `sig`, `expires` or a §6 name.
     fn is_reserved(key: &str) -> bool {
         let parsed = PhpQuery::parse(&format!("{}=x", urlencode(key.as_bytes())));
-        [SIG_PARAM, EXPIRES_PARAM]
-            .iter()
-            .chain(MESSAGE_PARAMS.iter())
-            .any(|name| parsed.occurrences(name) > 0)
+        [SIG_PARAM, EXPIRES_PARAM].iter().chain(MESSAGE_PARAMS.iter()).any(|name| parsed.occurrences(name) > 0)
     }
 
-    fn with_expires<'a>(
-        params: &'a [(String, String)],
-        expires: &'a str,
-    ) -> Vec<(&'a str, &'a str)> {
-        params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain([(EXPIRES_PARAM, expires)])
-            .collect()
+    fn with_expires<'a>(params: &'a [(String, String)], expires: &'a str) -> Vec<(&'a str, &'a str)> {
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(EXPIRES_PARAM, expires)]).collect()
     }
 
     /// C and the presented tag of a query, for comparing what two queries actually sign.

@@ -80,10 +80,7 @@ pub fn body_hash(secret: &Secret, body: &[u8]) -> String {
 /// The acknowledgement hash: lowercase hex HMAC-SHA256 of the `SocialSignIn-Hash` header's
 /// text (the 64 ASCII characters as received, not the 32 bytes they encode).
 pub fn verification_hash(secret: &Secret, hash_header: &str) -> String {
-    hex::encode(hmac_sha256(
-        secret.expose().as_bytes(),
-        hash_header.as_bytes(),
-    ))
+    hex::encode(hmac_sha256(secret.expose().as_bytes(), hash_header.as_bytes()))
 }
 
 /// `{"verification-hash":"<hash>"}`.
@@ -106,16 +103,10 @@ pub fn verify<'a>(
     if candidates.is_empty() {
         return Err(WebhookError::NoSecretConfigured);
     }
-    let header = hash_header
-        .filter(|h| !h.is_empty())
-        .ok_or(WebhookError::MissingHash)?;
+    let header = hash_header.filter(|h| !h.is_empty()).ok_or(WebhookError::MissingHash)?;
     let presented = decode_tag(header.as_bytes()).ok_or(WebhookError::HashMismatch)?;
-    let (secret_index, secret) =
-        match_secret(&candidates, body, &presented).ok_or(WebhookError::HashMismatch)?;
-    Ok(VerifiedWebhook {
-        secret_index,
-        verification_hash: verification_hash(secret, header),
-    })
+    let (secret_index, secret) = match_secret(&candidates, body, &presented).ok_or(WebhookError::HashMismatch)?;
+    Ok(VerifiedWebhook { secret_index, verification_hash: verification_hash(secret, header) })
 }
 
 #[cfg(test)]
@@ -139,67 +130,31 @@ mod tests {
         let verified = verify(BODY, Some(HASH), [&testsecret()]).unwrap();
         assert_eq!(verified.secret_index(), 0);
         assert_eq!(verified.verification_hash(), ACK);
-        assert_eq!(
-            verified.ack_body(),
-            format!(r#"{{"verification-hash":"{ACK}"}}"#)
-        );
+        assert_eq!(verified.ack_body(), format!(r#"{{"verification-hash":"{ACK}"}}"#));
     }
 
     #[test]
     fn uppercase_header_verifies_and_is_acknowledged_as_sent() {
         let upper = HASH.to_ascii_uppercase();
         let verified = verify(BODY, Some(&upper), [&testsecret()]).unwrap();
-        assert_eq!(
-            verified.verification_hash(),
-            verification_hash(&testsecret(), &upper)
-        );
+        assert_eq!(verified.verification_hash(), verification_hash(&testsecret(), &upper));
     }
 
     #[test]
     fn refusals() {
         let s = testsecret();
-        assert_eq!(
-            verify(BODY, None, [&s]).unwrap_err(),
-            WebhookError::MissingHash
-        );
-        assert_eq!(
-            verify(BODY, Some(""), [&s]).unwrap_err(),
-            WebhookError::MissingHash
-        );
-        for bad in [
-            &HASH[..63],
-            "zz",
-            &format!("{HASH}0"),
-            &HASH.replacen('e', "0", 1),
-        ] {
-            assert_eq!(
-                verify(BODY, Some(bad), [&s]).unwrap_err(),
-                WebhookError::HashMismatch,
-                "{bad}"
-            );
+        assert_eq!(verify(BODY, None, [&s]).unwrap_err(), WebhookError::MissingHash);
+        assert_eq!(verify(BODY, Some(""), [&s]).unwrap_err(), WebhookError::MissingHash);
+        for bad in [&HASH[..63], "zz", &format!("{HASH}0"), &HASH.replacen('e', "0", 1)] {
+            assert_eq!(verify(BODY, Some(bad), [&s]).unwrap_err(), WebhookError::HashMismatch, "{bad}");
         }
         // The raw body counts, byte for byte: re-serialised JSON does not verify.
-        assert_eq!(
-            verify(br#"{"test": "data"}"#, Some(HASH), [&s]).unwrap_err(),
-            WebhookError::HashMismatch
-        );
-        assert_eq!(
-            verify(b"{\"test\":\"data\"}\n", Some(HASH), [&s]).unwrap_err(),
-            WebhookError::HashMismatch
-        );
-        assert_eq!(
-            verify(BODY, Some(HASH), [&Secret::new("other")]).unwrap_err(),
-            WebhookError::HashMismatch
-        );
+        assert_eq!(verify(br#"{"test": "data"}"#, Some(HASH), [&s]).unwrap_err(), WebhookError::HashMismatch);
+        assert_eq!(verify(b"{\"test\":\"data\"}\n", Some(HASH), [&s]).unwrap_err(), WebhookError::HashMismatch);
+        assert_eq!(verify(BODY, Some(HASH), [&Secret::new("other")]).unwrap_err(), WebhookError::HashMismatch);
         let none: [&Secret; 0] = [];
-        assert_eq!(
-            verify(BODY, Some(HASH), none).unwrap_err(),
-            WebhookError::NoSecretConfigured
-        );
-        assert_eq!(
-            verify(BODY, Some(HASH), [&Secret::new("")]).unwrap_err(),
-            WebhookError::NoSecretConfigured
-        );
+        assert_eq!(verify(BODY, Some(HASH), none).unwrap_err(), WebhookError::NoSecretConfigured);
+        assert_eq!(verify(BODY, Some(HASH), [&Secret::new("")]).unwrap_err(), WebhookError::NoSecretConfigured);
     }
 
     #[test]
@@ -212,10 +167,7 @@ mod tests {
         let by_old = body_hash(&old, BODY);
         let verified = verify(BODY, Some(&by_old), [&old, &new]).unwrap();
         assert_eq!(verified.secret_index(), 0);
-        assert_eq!(
-            verified.verification_hash(),
-            verification_hash(&old, &by_old)
-        );
+        assert_eq!(verified.verification_hash(), verification_hash(&old, &by_old));
     }
 
     #[test]

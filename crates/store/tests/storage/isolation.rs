@@ -26,9 +26,12 @@ async fn tenant_a_cannot_reach_tenant_b(which: Which) {
     assert!(not_found(as_a.get(b_conn.id).await.map(|_| ())));
     assert!(not_found(as_a.credentials(b_conn.id).await.map(|_| ())));
     assert!(not_found(
-        as_a.update(b_conn.id, ConnectionUpdate { name: Some(ConnectionName::parse("hijack").unwrap()), ..Default::default() })
-            .await
-            .map(|_| ())
+        as_a.update(
+            b_conn.id,
+            ConnectionUpdate { name: Some(ConnectionName::parse("hijack").unwrap()), ..Default::default() }
+        )
+        .await
+        .map(|_| ())
     ));
     assert!(not_found(as_a.replace_credentials(b_conn.id, credentials(&[("access_key", "evil")])).await.map(|_| ())));
     assert!(not_found(as_a.set_status(b_conn.id, ConnectionStatus::Disabled, Some("x")).await));
@@ -39,7 +42,10 @@ async fn tenant_a_cannot_reach_tenant_b(which: Which) {
     // B's row is exactly as it was, credentials included.
     let b_after = store.connections(b.id).get(b_conn.id).await.unwrap();
     assert_eq!(b_after, b_before);
-    assert_eq!(store.connections(b.id).credentials(b_conn.id).await.unwrap().get("access_key").unwrap().expose(), "b-secret");
+    assert_eq!(
+        store.connections(b.id).credentials(b_conn.id).await.unwrap().get("access_key").unwrap().expose(),
+        "b-secret"
+    );
 
     // Secrets.
     store.secrets(b.id).rotate("social_inbox.search", None, Duration::ZERO).await.unwrap();

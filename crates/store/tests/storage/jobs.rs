@@ -230,7 +230,7 @@ async fn two_workers_never_run_one_job_at_once(which: Which) {
     for worker in workers {
         worker.await.unwrap();
     }
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), JOBS, "every job ran");
     assert!(runs.values().all(|&n| n == 1), "every job ran exactly once");
     assert_eq!(first.jobs().depth(None).await.unwrap(), QueueDepth::default());
@@ -286,4 +286,3 @@ async fn redrive_merges_into_a_pending_twin(which: Which) {
     assert_eq!(store.jobs().redrive(None, Redrive::AllDead).await.unwrap(), 1);
     assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 0, dead: 0 });
 }
-

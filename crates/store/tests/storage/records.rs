@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crmhub_core::request_log::RequestLogEntry;
-use crmhub_core::{ConnectionName, ConnectionStatus, ConnectorKind, Host, PhoneRegion, TenantId, TenantName, TenantSlug};
+use crmhub_core::{
+    ConnectionName, ConnectionStatus, ConnectorKind, Host, PhoneRegion, TenantId, TenantName, TenantSlug,
+};
 use crmhub_store::StoreError;
 use crmhub_store::connections::{ConnectionUpdate, NewConnection};
 use crmhub_store::tenants::{NewTenant, TenantUpdate};
@@ -88,7 +90,7 @@ async fn connections_round_trip_without_exposing_credentials(which: Which) {
 
     let scoped = store.connections(acme.id);
     assert_eq!(scoped.get(conn.id).await.unwrap(), conn);
-    assert_eq!(scoped.list().await.unwrap(), [conn.clone()]);
+    assert_eq!(scoped.list().await.unwrap(), std::slice::from_ref(&conn));
     assert_eq!(scoped.credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(), "ak-123");
 
     let updated = scoped
@@ -103,8 +105,11 @@ async fn connections_round_trip_without_exposing_credentials(which: Which) {
         .await
         .unwrap();
     assert_eq!(updated.host.as_str(), "https://crm2.example.com");
-    assert_eq!(scoped.credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(), "ak-123",
-        "an update never touches credentials");
+    assert_eq!(
+        scoped.credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(),
+        "ak-123",
+        "an update never touches credentials"
+    );
 
     scoped.replace_credentials(conn.id, credentials(&[("access_key", "ak-456"), ("extra", "x")])).await.unwrap();
     let creds = scoped.credentials(conn.id).await.unwrap();
@@ -114,7 +119,10 @@ async fn connections_round_trip_without_exposing_credentials(which: Which) {
     // Health: a disabled connection keeps its status; an active one turns failing and back.
     scoped.record_health(conn.id, Err("timeout")).await.unwrap();
     assert_eq!(scoped.get(conn.id).await.unwrap().status, ConnectionStatus::Disabled);
-    scoped.update(conn.id, ConnectionUpdate { status: Some(ConnectionStatus::Active), ..Default::default() }).await.unwrap();
+    scoped
+        .update(conn.id, ConnectionUpdate { status: Some(ConnectionStatus::Active), ..Default::default() })
+        .await
+        .unwrap();
     scoped.record_health(conn.id, Err("timeout")).await.unwrap();
     let failing = scoped.get(conn.id).await.unwrap();
     assert_eq!((failing.status, failing.last_error.as_deref()), (ConnectionStatus::Failing, Some("timeout")));

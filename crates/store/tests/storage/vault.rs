@@ -53,7 +53,10 @@ async fn key_file_is_created_private_and_required_later(which: Which) {
     store.close().await;
 
     let again = Store::open(db.options(MasterKeySource::File(path.clone()))).await.unwrap();
-    assert_eq!(again.connections(t.id).credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(), "s3cret");
+    assert_eq!(
+        again.connections(t.id).credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(),
+        "s3cret"
+    );
     again.close().await;
 
     std::fs::rename(&path, path.with_extension("bak")).unwrap();
@@ -115,7 +118,11 @@ async fn secrets_never_reach_the_database_in_clear(which: Which) {
     let t = tenant(&store, "acme").await;
     let marker = "MARKER-7f3a9c1e-do-not-store";
     connection(&store, &t, "Main", marker).await;
-    store.secrets(t.id).rotate("social_inbox.search", Some(crmhub_core::Secret::new(marker)), Duration::ZERO).await.unwrap();
+    store
+        .secrets(t.id)
+        .rotate("social_inbox.search", Some(crmhub_core::Secret::new(marker)), Duration::ZERO)
+        .await
+        .unwrap();
     store.close().await;
 
     let forms = [

@@ -1,0 +1,70 @@
+//! One module per command group.
+
+mod demo;
+mod jobs;
+mod keys;
+mod records;
+mod serve;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use crmhub_core::SystemClock;
+use crmhub_server::Settings;
+use crmhub_server::config::LogFormat;
+use crmhub_store::Store;
+
+use crate::cli::{Cli, Command, ConfigCommand, LogFormatArg};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The demo brings its own configuration; every other command reads the operator's.
+    if let Command::Demo { listen, data_dir } = cli.command {
+        let format = match cli.log_format {
+            Some(LogFormatArg::Json) => LogFormat::Json,
+            _ => LogFormat::Pretty,
+        };
+        crmhub_server::telemetry::init(format, "warn", std::io::stderr)?;
+        return demo::run(listen, data_dir).await;
+    }
+
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(format) = cli.log_format {
+        settings.log.format = match format {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    crmhub_server::telemetry::init(settings.log.format, &settings.log.level, std::io::stderr)?;
+
+    match cli.command {
+        Command::Serve { role } => serve::run(settings, role).await,
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store.check_ready().await.map_err(anyhow::Error::msg)?;
+            println!("database is up to date ({})", store.backend().as_str());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!("{}", serde_json::to_string_pretty(&settings)?);
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Tenant(command) => records::tenant(open_store(&settings).await?, command).await,
+        Command::Connection(command) => records::connection(open_store(&settings).await?, command).await,
+        Command::Jobs(command) => jobs::run(open_store(&settings).await?, command).await,
+        Command::Keys(command) => keys::run(&settings, command).await,
+        Command::AdminToken(command) => keys::admin_token(&settings, open_store(&settings).await?, command).await,
+    }
+}
+
+/// Opens (and migrates) the configured database with the configured master key.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = settings.store_options(Arc::new(SystemClock))?;
+    Store::open(options).await.context("opening the database")
+}
+
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

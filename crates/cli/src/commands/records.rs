@@ -1,0 +1,155 @@
+//! `crmhub tenant …` and `crmhub connection …`: the same validation as the admin API.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use crmhub_core::{
+    ConnectionId, ConnectionName, ConnectionStatus, Host, PhoneRegion, TenantId, TenantName, TenantSlug,
+};
+use crmhub_server::connection_input::{ConnectionInput, check_fields, parse_credentials};
+use crmhub_store::Store;
+use crmhub_store::connections::{ConnectionUpdate, NewConnection};
+use crmhub_store::tenants::{NewTenant, TenantUpdate};
+use serde_json::{Map, Value};
+
+use super::print_json;
+use crate::cli::{ConnectionCommand, CredentialArgs, TenantCommand};
+
+pub async fn tenant(store: Store, command: TenantCommand) -> anyhow::Result<()> {
+    let tenants = store.tenants();
+    match command {
+        TenantCommand::Create { slug, name, phone_region } => {
+            let tenant = tenants
+                .create(NewTenant {
+                    slug: TenantSlug::parse(&slug)?,
+                    name: TenantName::parse(&name)?,
+                    phone_region: phone_region.as_deref().map(PhoneRegion::parse).transpose()?,
+                    settings: Map::new(),
+                })
+                .await?;
+            print_json(&tenant)
+        }
+        TenantCommand::List => print_json(&tenants.list().await?),
+        TenantCommand::Show { slug } => print_json(&tenants.by_slug(&TenantSlug::parse(&slug)?).await?),
+        TenantCommand::Update { slug, name, phone_region } => {
+            let id = tenant_id(&store, &slug).await?;
+            let update = TenantUpdate {
+                name: name.as_deref().map(TenantName::parse).transpose()?,
+                phone_region: phone_region.as_deref().map(|r| PhoneRegion::parse(r).map(Some)).transpose()?,
+                settings: None,
+            };
+            print_json(&store.tenants().update(id, update).await?)
+        }
+        TenantCommand::Delete { slug, yes } => {
+            if !yes {
+                bail!(
+                    "deleting tenant {slug:?} removes its connections, secrets and jobs for good; add --yes to confirm"
+                );
+            }
+            let id = tenant_id(&store, &slug).await?;
+            store.tenants().delete(id).await?;
+            eprintln!("tenant {slug} deleted");
+            Ok(())
+        }
+    }
+}
+
+pub async fn connection(store: Store, command: ConnectionCommand) -> anyhow::Result<()> {
+    match command {
+        ConnectionCommand::Create { tenant, name, kind, host, field, credentials } => {
+            let input = ConnectionInput {
+                name,
+                kind,
+                host,
+                fields: parse_pairs(&field, "--field")?,
+                credentials: read_credentials(&credentials)?,
+            };
+            let new = NewConnection::try_from(input)?;
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.connections(tenant).create(new).await?)
+        }
+        ConnectionCommand::List { tenant } => {
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.connections(tenant).list().await?)
+        }
+        ConnectionCommand::Show { tenant, id } => {
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.connections(tenant).get(connection_id(&id)?).await?)
+        }
+        ConnectionCommand::Update { tenant, id, name, host, field, status } => {
+            let update = ConnectionUpdate {
+                name: name.as_deref().map(ConnectionName::parse).transpose()?,
+                host: host.as_deref().map(Host::parse).transpose()?,
+                fields: if field.is_empty() { None } else { Some(check_fields(parse_pairs(&field, "--field")?)?) },
+                status: status.as_deref().map(ConnectionStatus::parse).transpose()?,
+            };
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.connections(tenant).update(connection_id(&id)?, update).await?)
+        }
+        ConnectionCommand::RotateCredentials { tenant, id, credentials } => {
+            let credentials = parse_credentials(read_credentials(&credentials)?)?;
+            if credentials.is_empty() {
+                bail!("give the new credentials with --credential NAME=VALUE or --credentials-file");
+            }
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.connections(tenant).replace_credentials(connection_id(&id)?, credentials).await?)
+        }
+        ConnectionCommand::Requests { tenant, id, limit } => {
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            print_json(&store.request_log(tenant).list(connection_id(&id)?, limit, None).await?)
+        }
+        ConnectionCommand::Delete { tenant, id } => {
+            let tenant = tenant_id(&store, &tenant.tenant).await?;
+            store.connections(tenant).delete(connection_id(&id)?).await?;
+            eprintln!("connection {id} deleted");
+            Ok(())
+        }
+    }
+}
+
+pub async fn tenant_id(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
+    let slug = TenantSlug::parse(slug)?;
+    Ok(store.tenants().by_slug(&slug).await.with_context(|| format!("tenant {slug}"))?.id)
+}
+
+fn connection_id(raw: &str) -> anyhow::Result<ConnectionId> {
+    raw.parse().map_err(|_| anyhow::anyhow!("{raw:?} is not a connection id"))
+}
+
+/// `NAME=VALUE` pairs; a value that is valid JSON (number, object, …) is taken as JSON.
+fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<Map<String, Value>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (name, value) =
+                pair.split_once('=').with_context(|| format!("{flag} {pair:?}: expected NAME=VALUE"))?;
+            let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+            Ok((name.to_owned(), value))
+        })
+        .collect()
+}
+
+fn read_credentials(args: &CredentialArgs) -> anyhow::Result<Map<String, Value>> {
+    let mut all = Map::new();
+    if let Some(file) = &args.credentials_file {
+        let text = read_file_or_stdin(file)?;
+        let parsed: Map<String, Value> =
+            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON object", file.display()))?;
+        all.extend(parsed);
+    }
+    for pair in &args.credential {
+        let (name, value) = pair.split_once('=').context("--credential: expected NAME=VALUE")?;
+        all.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok(all)
+}
+
+fn read_file_or_stdin(path: &Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}

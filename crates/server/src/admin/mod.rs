@@ -1,0 +1,25 @@
+//! The admin API under `/admin/v1`: tenants, connections, jobs. Every route requires the admin
+//! bearer token.
+
+mod auth;
+mod connections;
+mod jobs;
+mod tenants;
+
+use axum::Router;
+use crmhub_core::{TenantId, TenantSlug};
+
+pub use auth::AdminAuth;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(tenants::router()).merge(connections::router()).merge(jobs::router())
+}
+
+/// Resolves a tenant slug from a path. A slug that cannot exist is simply not found.
+pub(crate) async fn tenant_id(state: &AppState, slug: &str) -> Result<TenantId, ApiError> {
+    let slug = TenantSlug::parse(slug).map_err(|_| ApiError::NotFound("tenant not found".into()))?;
+    Ok(state.store.tenants().by_slug(&slug).await?.id)
+}

@@ -1,0 +1,515 @@
+//! Configuration: built-in defaults → optional TOML file → `CRMHUB_*` environment, layered once
+//! at start and validated before anything runs. An error names the key and says what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crmhub_connectors::http::{OutboundPolicy, RateSpec};
+use crmhub_store::{DatabaseUrl, MasterKey, MasterKeySource, StoreOptions};
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("config.default.toml");
+
+/// Environment shortcuts for the settings operators set most.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("database_url", "database.url"),
+    ("master_key", "vault.master_key"),
+    ("admin_token", "admin.token"),
+    ("data_dir", "data_dir"),
+    ("listen", "server.listen"),
+    ("role", "server.role"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+    pub vault: VaultSettings,
+    pub jobs: JobSettings,
+    pub outbound: OutboundSettings,
+    pub request_log: RequestLogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Api,
+    Worker,
+    Both,
+}
+
+impl Role {
+    pub fn runs_api(self) -> bool {
+        matches!(self, Self::Api | Self::Both)
+    }
+
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Self::Worker | Self::Both)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub public_url: String,
+    pub role: Role,
+    pub shutdown_grace_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    #[serde(serialize_with = "redact_nonempty")]
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(serialize_with = "redact_nonempty")]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    #[serde(serialize_with = "redact_nonempty")]
+    pub master_key: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    pub concurrency: usize,
+    pub poll_interval_ms: u64,
+    pub job_timeout_secs: u64,
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub backoff_base_secs: u64,
+    pub backoff_max_secs: u64,
+    pub max_queue_depth_per_tenant: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_response_bytes: u64,
+    pub max_redirects: u32,
+    pub allow_private: Vec<String>,
+    pub max_retries: u32,
+    pub retry_after_max_wait_secs: u64,
+    pub per_host_rps: f64,
+    pub per_host_burst: u32,
+    pub per_connection_rps: f64,
+    pub per_connection_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogSettings {
+    pub retention_days: u32,
+    pub max_entries_per_connection: u32,
+    pub body_preview_bytes: usize,
+}
+
+/// `config check` prints the effective settings; secrets show only whether they are set.
+fn redact_nonempty<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if value.is_empty() { "" } else { "[redacted]" })
+}
+
+impl Settings {
+    /// Defaults alone (what a test starts from before overriding fields).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)))
+    }
+
+    /// Defaults, then `file` (which must exist when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// As `load`, with the environment passed in (so tests need not mutate the process's).
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env_provider(env));
+        let settings = Self::extract(figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+            ConfigError::Parse(messages.join("; "))
+        })
+    }
+
+    /// Checks what types alone cannot; every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.public_url()?;
+        self.database_url()?;
+        self.master_key_source()?;
+        self.outbound_policy()?;
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
+        let jobs = &self.jobs;
+        if !(1..=256).contains(&jobs.concurrency) {
+            return Err(invalid("jobs.concurrency", "must be between 1 and 256"));
+        }
+        if jobs.job_timeout_secs == 0 {
+            return Err(invalid("jobs.job_timeout_secs", "must be at least 1"));
+        }
+        if jobs.lease_secs <= jobs.job_timeout_secs {
+            return Err(invalid(
+                "jobs.lease_secs",
+                format!("must be longer than jobs.job_timeout_secs ({})", jobs.job_timeout_secs),
+            ));
+        }
+        if jobs.max_attempts == 0 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
+        if jobs.max_queue_depth_per_tenant == 0 {
+            return Err(invalid("jobs.max_queue_depth_per_tenant", "must be at least 1"));
+        }
+        if jobs.backoff_base_secs == 0 || jobs.backoff_max_secs < jobs.backoff_base_secs {
+            return Err(invalid(
+                "jobs.backoff_max_secs",
+                "must be at least jobs.backoff_base_secs (which must be ≥ 1)",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !matches!(self.log.level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
+            return Err(invalid("log.level", "must be one of trace, debug, info, warn, error"));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            invalid("server.listen", format!("{:?} is not an address such as 127.0.0.1:8080", self.server.listen))
+        })
+    }
+
+    /// The base URL clients use; defaults to `http://<listen>`.
+    pub fn public_url(&self) -> Result<url::Url, ConfigError> {
+        let raw = if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_url.clone()
+        };
+        let url = url::Url::parse(&raw).map_err(|e| invalid("server.public_url", format!("{e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("server.public_url", "must be an http or https URL"));
+        }
+        Ok(url)
+    }
+
+    pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
+        if self.database.url.trim().is_empty() {
+            return Ok(DatabaseUrl::sqlite_file(self.data_dir.join("crmhub.db")));
+        }
+        DatabaseUrl::parse(&self.database.url).map_err(|e| invalid("database.url", e.to_string()))
+    }
+
+    pub fn master_key_source(&self) -> Result<MasterKeySource, ConfigError> {
+        if !self.vault.master_key.trim().is_empty() {
+            let key =
+                MasterKey::parse(&self.vault.master_key).map_err(|e| invalid("vault.master_key", e.to_string()))?;
+            return Ok(MasterKeySource::Given(key));
+        }
+        Ok(MasterKeySource::File(self.key_file()))
+    }
+
+    /// How to open the store: the same for the server and for CLI commands.
+    pub fn store_options(&self, clock: std::sync::Arc<dyn crmhub_core::Clock>) -> Result<StoreOptions, ConfigError> {
+        let mut options = StoreOptions::new(self.database_url()?, self.master_key_source()?);
+        options.max_connections = self.database.max_connections;
+        options.clock = clock;
+        options.max_queue_depth_per_tenant = self.jobs.max_queue_depth_per_tenant;
+        options.default_max_attempts = self.jobs.max_attempts;
+        Ok(options)
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        if self.vault.key_file.is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            PathBuf::from(&self.vault.key_file)
+        }
+    }
+
+    pub fn outbound_policy(&self) -> Result<OutboundPolicy, ConfigError> {
+        let o = &self.outbound;
+        let allow_private = o
+            .allow_private
+            .iter()
+            .map(|raw| {
+                raw.parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("outbound.allow_private", format!("{raw:?} is not an IP address or CIDR")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if o.per_host_rps <= 0.0 || o.per_connection_rps <= 0.0 {
+            return Err(invalid("outbound.per_host_rps", "rates must be positive"));
+        }
+        if o.max_response_bytes < 1024 {
+            return Err(invalid("outbound.max_response_bytes", "must be at least 1024"));
+        }
+        Ok(OutboundPolicy {
+            connect_timeout: Duration::from_millis(o.connect_timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(o.request_timeout_ms.max(1)),
+            max_response_bytes: o.max_response_bytes,
+            max_redirects: o.max_redirects,
+            allow_private,
+            max_retries: o.max_retries,
+            retry_after_max_wait: Duration::from_secs(o.retry_after_max_wait_secs),
+            per_host: RateSpec::new(o.per_host_rps, o.per_host_burst),
+            per_connection: RateSpec::new(o.per_connection_rps, o.per_connection_burst),
+            log_body_bytes: self.request_log.body_preview_bytes,
+        })
+    }
+}
+
+/// `CRMHUB_SECTION__KEY` → `section.key`, plus the shortcuts. `CRMHUB_TEST_*` belongs to the
+/// test-suite and is ignored; every other `CRMHUB_*` name must be a real setting.
+fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<serde_json::Value> {
+    let mut root = serde_json::Map::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("CRMHUB_") else { continue };
+        let key = rest.to_ascii_lowercase();
+        if key.starts_with("test_") || key.is_empty() {
+            continue;
+        }
+        let path = ENV_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map(|(_, path)| (*path).to_owned())
+            .unwrap_or_else(|| key.replace("__", "."));
+        insert_path(&mut root, &path, env_value(value));
+    }
+    figment::providers::Serialized::defaults(serde_json::Value::Object(root))
+}
+
+/// Environment values are strings; numbers, booleans and arrays are read as TOML would.
+fn env_value(raw: &str) -> serde_json::Value {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('[') {
+        if let Ok(value) = toml_array(trimmed) {
+            return value;
+        }
+    }
+    if let Ok(n) = trimmed.parse::<i64>() {
+        return n.into();
+    }
+    if let Ok(f) = trimmed.parse::<f64>() {
+        if trimmed.contains('.') {
+            return f.into();
+        }
+    }
+    match trimmed {
+        "true" => true.into(),
+        "false" => false.into(),
+        _ => raw.into(),
+    }
+}
+
+fn toml_array(raw: &str) -> Result<serde_json::Value, ()> {
+    let doc: serde_json::Value =
+        Figment::from(Toml::string(&format!("v = {raw}"))).extract_inner("v").map_err(|_| ())?;
+    Ok(doc)
+}
+
+fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut node = root;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            node.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = node.entry(part.to_owned()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !entry.is_object() {
+            *entry = serde_json::Value::Object(Default::default());
+        }
+        let serde_json::Value::Object(next) = entry else { return };
+        node = next;
+    }
+}
+
+/// One figment error as "key: problem (source)".
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let source = error.metadata.as_ref().map(|m| {
+        if m.name.contains("Serialized") {
+            "environment".to_owned()
+        } else {
+            m.source.as_ref().map_or_else(|| m.name.to_string(), |s| s.to_string())
+        }
+    });
+    let mut message = error.kind.to_string();
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind {
+        let full = if key.is_empty() {
+            field.clone()
+        } else if error.path.last() == Some(field) {
+            key.clone()
+        } else {
+            format!("{key}.{field}")
+        };
+        message = format!("unknown key {full:?}");
+        return match source {
+            Some(s) => format!("{message} (in {s})"),
+            None => message,
+        };
+    }
+    if !key.is_empty() {
+        message = format!("{key}: {message}");
+    }
+    match source {
+        Some(s) => format!("{message} (in {s})"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load_from(None, &[]).unwrap();
+        assert_eq!(s.server.role, Role::Both);
+        assert_eq!(s.listen_addr().unwrap().port(), 8080);
+        assert!(matches!(s.database_url().unwrap(), DatabaseUrl::Sqlite(p) if p.ends_with("crmhub.db")));
+    }
+
+    #[test]
+    fn file_then_env_override_in_order() {
+        let f = file("[server]\nlisten = \"127.0.0.1:9000\"\nrole = \"api\"\n[jobs]\nconcurrency = 2\n");
+        let s =
+            Settings::load_from(Some(f.path()), &env(&[("CRMHUB_JOBS__CONCURRENCY", "7"), ("CRMHUB_ROLE", "worker")]))
+                .unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9000", "file beats defaults");
+        assert_eq!(s.jobs.concurrency, 7, "env beats file");
+        assert_eq!(s.server.role, Role::Worker, "shortcut");
+        let s =
+            Settings::load_from(None, &env(&[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"127.0.0.1\", \"10.0.0.0/8\"]")]))
+                .unwrap();
+        assert_eq!(s.outbound_policy().unwrap().allow_private.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = file("[server]\nlisten = \"127.0.0.1:9000\"\nlistne = \"x\"\n");
+        let err = Settings::load_from(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("server.listne"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__CONCURENCY", "3")])).unwrap_err().to_string();
+        assert!(err.contains("jobs.concurency") && err.contains("environment"), "{err}");
+        // The test-suite's own variables are not settings.
+        Settings::load_from(None, &env(&[("CRMHUB_TEST_DATABASE_URL", "postgres://x")])).unwrap();
+    }
+
+    #[test]
+    fn malformed_toml_is_refused_with_its_location() {
+        let f = file("[server\nlisten = 1");
+        let err = Settings::load_from(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("invalid configuration"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()) || err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_key() {
+        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__CONCURRENCY", "many")])).unwrap_err().to_string();
+        assert!(err.contains("jobs.concurrency"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_DATABASE_URL", "mysql://root@localhost/crm")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url") && err.contains("unknown scheme \"mysql\""), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_LISTEN", "localhost")])).unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"ten.0.0.1\"]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbound.allow_private"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__LEASE_SECS", "10")])).unwrap_err().to_string();
+        assert!(err.contains("jobs.lease_secs"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_MASTER_KEY", "not-a-key")])).unwrap_err().to_string();
+        assert!(err.contains("vault.master_key"), "{err}");
+        let err = Settings::load_from(None, &env(&[("CRMHUB_ROLE", "everything")])).unwrap_err().to_string();
+        assert!(err.contains("server.role"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/crmhub.toml")), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn secrets_never_print_from_config_check() {
+        let s = Settings::load_from(None, &env(&[("CRMHUB_ADMIN_TOKEN", "a-very-long-admin-token")])).unwrap();
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("a-very-long-admin-token") && shown.contains("[redacted]"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The worker loop: claim, run under a renewed lease and a timeout, record the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmhub_store::Store;
+use crmhub_store::jobs::{ClaimedJob, JobStatus, backoff_delay};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{JobOutcome, JobRegistry};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub job_timeout: Duration,
+    pub lease: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Clone)]
+struct WorkerContext {
+    store: Store,
+    registry: Arc<JobRegistry>,
+    config: WorkerConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// Workers of one instance. `shutdown` stops claiming, lets running jobs finish within the
+/// grace period, and puts back (without counting the attempt) whatever is still running then.
+pub struct WorkerPool {
+    workers: JoinSet<()>,
+    stop_claiming: CancellationToken,
+    abandon: CancellationToken,
+}
+
+impl WorkerPool {
+    pub fn start(
+        store: Store,
+        registry: Arc<JobRegistry>,
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let stop_claiming = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let ctx = WorkerContext { store, registry, config: config.clone(), metrics };
+        let mut workers = JoinSet::new();
+        for n in 0..config.concurrency {
+            let name = format!("{}-{n}", &instance[..8]);
+            workers.spawn(worker_loop(ctx.clone(), name, wake.clone(), stop_claiming.clone(), abandon.clone()));
+        }
+        Self { workers, stop_claiming, abandon }
+    }
+
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop_claiming.cancel();
+        let finished = tokio::time::timeout(grace, async { while self.workers.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!("jobs still running after the shutdown grace period; releasing them");
+            self.abandon.cancel();
+            while self.workers.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn worker_loop(
+    ctx: WorkerContext,
+    name: String,
+    wake: Arc<Notify>,
+    stop_claiming: CancellationToken,
+    abandon: CancellationToken,
+) {
+    while !stop_claiming.is_cancelled() {
+        match ctx.store.jobs().claim(&name, ctx.config.lease).await {
+            Ok(Some(job)) => execute(&ctx, job, &abandon).await,
+            Ok(None) => {
+                tokio::select! {
+                    () = tokio::time::sleep(ctx.config.poll_interval) => {}
+                    () = wake.notified() => {}
+                    () = stop_claiming.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e, "could not claim a job");
+                tokio::select! {
+                    () = tokio::time::sleep(ctx.config.poll_interval * 4) => {}
+                    () = stop_claiming.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs one claimed job to a recorded outcome.
+async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationToken) {
+    let span =
+        tracing::info_span!("job", id = %job.id, kind = %job.kind, tenant = %job.tenant_id, attempt = job.attempts);
+    let _entered = span.enter();
+    let Some(handler) = ctx.registry.get(&job.kind).cloned() else {
+        let error = format!("no handler for job kind {:?} in this version; redrive it after upgrading", job.kind);
+        tracing::error!(%error, "job cannot run");
+        record(ctx, &job, "no_handler", ctx.store.jobs().kill(&job, &error).await);
+        return;
+    };
+
+    let lease_lost = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_lease(ctx.store.clone(), job.clone(), ctx.config.lease, lease_lost.clone()));
+    let outcome = tokio::select! {
+        result = tokio::time::timeout(ctx.config.job_timeout, handler.run(&job)) => Some(result.unwrap_or_else(|_| {
+            JobOutcome::Retry(format!("timed out after {}s", ctx.config.job_timeout.as_secs()))
+        })),
+        () = lease_lost.cancelled() => None,
+        () = abandon.cancelled() => {
+            let now = ctx.store.clock().now_millis();
+            heartbeat.abort();
+            record(ctx, &job, "released", ctx.store.jobs().defer(&job, now, Some("released at shutdown")).await);
+            return;
+        }
+    };
+    heartbeat.abort();
+    let Some(outcome) = outcome else {
+        tracing::warn!("lease lost while running; another worker has the job now");
+        ctx.metrics.job_finished(&job.kind, "lease_lost");
+        return;
+    };
+
+    let jobs = ctx.store.jobs();
+    match outcome {
+        JobOutcome::Done => record(ctx, &job, "done", jobs.complete(&job).await),
+        JobOutcome::RetryAt { at, reason } => record(ctx, &job, "deferred", jobs.defer(&job, at, Some(&reason)).await),
+        JobOutcome::Fail(error) => {
+            tracing::warn!(%error, "job failed permanently");
+            record(ctx, &job, "dead", jobs.kill(&job, &error).await);
+        }
+        JobOutcome::Retry(error) => {
+            let delay = backoff_delay(job.attempts, ctx.config.backoff_base, ctx.config.backoff_max);
+            let retry_at = ctx.store.clock().now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            match jobs.fail(&job, &error, retry_at).await {
+                Ok(JobStatus::Dead) => {
+                    tracing::warn!(%error, "job failed on its last attempt; it is dead");
+                    ctx.metrics.job_finished(&job.kind, "dead");
+                }
+                Ok(_) => {
+                    tracing::info!(%error, retry_in_secs = delay.as_secs(), "job failed; will retry");
+                    ctx.metrics.job_finished(&job.kind, "retry");
+                }
+                Err(e) => record(ctx, &job, "retry", Err(e)),
+            }
+        }
+    }
+}
+
+fn record(ctx: &WorkerContext, job: &ClaimedJob, outcome: &str, result: crmhub_store::Result<()>) {
+    match result {
+        Ok(()) => ctx.metrics.job_finished(&job.kind, outcome),
+        Err(e) => {
+            tracing::warn!(error = %e, outcome, "could not record the job's outcome");
+            ctx.metrics.job_finished(&job.kind, "unrecorded");
+        }
+    }
+}
+
+/// Renews the lease at a third of its length; cancels `lost` if another worker took over.
+async fn keep_lease(store: Store, job: ClaimedJob, lease: Duration, lost: CancellationToken) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match store.jobs().heartbeat(&job, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; will try again"),
+        }
+    }
+}
+
+/// What `drain` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    pub ran: usize,
+    pub dead: u64,
+    pub pending: u64,
+}
+
+/// Runs every job that is runnable now, one at a time, until none is left; then reports what
+/// remains. Tests use it to process the queue synchronously and assert nothing is left behind.
+pub async fn drain(
+    store: &Store,
+    registry: Arc<JobRegistry>,
+    config: WorkerConfig,
+    metrics: Arc<Metrics>,
+) -> DrainReport {
+    let ctx = WorkerContext { store: store.clone(), registry, config, metrics };
+    let never = CancellationToken::new();
+    let mut report = DrainReport::default();
+    while let Ok(Some(job)) = store.jobs().claim("drain", ctx.config.lease).await {
+        execute(&ctx, job, &never).await;
+        report.ran += 1;
+    }
+    if let Ok(depth) = store.jobs().depth(None).await {
+        report.dead = depth.dead;
+        report.pending = depth.pending + depth.running;
+    }
+    report
+}

@@ -1,0 +1,73 @@
+//! Moves request-log entries from the HTTP client's hot path to the database in batches. The
+//! client never waits: if the writer falls behind, entries are dropped and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
+use crmhub_store::Store;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+const CAPACITY: usize = 10_000;
+const BATCH: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: mpsc::Sender<RequestLogEntry>,
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLogSink for ChannelSink {
+    fn record(&self, entry: RequestLogEntry) {
+        if self.tx.try_send(entry).is_err() {
+            self.metrics.request_log_dropped.inc();
+        }
+    }
+}
+
+/// Starts the writer. After `stop` is cancelled it writes what is already queued and ends;
+/// the application cancels it only once requests and jobs have finished.
+pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (ChannelSink, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<RequestLogEntry>(CAPACITY);
+    let handle = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let received = tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => n,
+                () = stop.cancelled() => {
+                    while let Ok(entry) = rx.try_recv() {
+                        batch.push(entry);
+                    }
+                    write(&store, &batch).await;
+                    break;
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            // Let a burst accumulate briefly so one transaction carries many entries.
+            if batch.len() < BATCH {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(entry) => batch.push(entry),
+                        Err(_) => break,
+                    }
+                }
+            }
+            write(&store, &batch).await;
+            batch.clear();
+        }
+    });
+    (ChannelSink { tx, metrics }, handle)
+}
+
+async fn write(store: &Store, batch: &[RequestLogEntry]) {
+    if let Err(e) = store.append_request_log(batch).await {
+        tracing::warn!(error = %e, entries = batch.len(), "could not write the request log");
+    }
+}

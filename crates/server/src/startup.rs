@@ -1,0 +1,241 @@
+//! Building and running the application: one process that serves the API, runs workers, or
+//! both, as configured.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use crmhub_connectors::http::HttpClient;
+use crmhub_core::{Clock, Secret, SystemClock};
+use crmhub_store::Store;
+use crmhub_store::settings::hash_admin_token;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
+use crate::metrics::{self, Metrics};
+use crate::state::AppState;
+use crate::{admin, maintenance, ops, request_log_writer};
+
+/// Options beyond the configuration file: what tests and embedders substitute.
+pub struct ApplicationBuilder {
+    settings: Settings,
+    listener: Option<TcpListener>,
+    clock: Arc<dyn Clock>,
+    registry: JobRegistry,
+    extra_routes: Option<Router<AppState>>,
+}
+
+impl ApplicationBuilder {
+    /// Serve on an already bound listener (tests bind `127.0.0.1:0`).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn job_handler(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
+        self.registry.register(kind, handler);
+        self
+    }
+
+    /// Routes served beside crmhub's own (the demo mounts its simulators here).
+    pub fn extra_routes(mut self, routes: Router<AppState>) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+
+    pub async fn build(self) -> anyhow::Result<Application> {
+        let settings = self.settings;
+        settings.validate()?;
+        let options = settings.store_options(self.clock.clone())?;
+        let store = Store::open(options).await.context("opening the database")?;
+        let generated_admin_token = bootstrap_admin_token(&store, &settings).await?;
+
+        let metrics = Arc::new(Metrics::new());
+        let log_stop = CancellationToken::new();
+        let (sink, log_writer) = request_log_writer::start(store.clone(), metrics.clone(), log_stop.clone());
+        let http =
+            HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), self.clock.clone())
+                .context("building the outbound HTTP client")?;
+
+        let listener = match self.listener {
+            Some(listener) => listener,
+            None => {
+                let addr = settings.listen_addr()?;
+                TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?
+            }
+        };
+        let local_addr = listener.local_addr()?;
+        let state = AppState { settings: Arc::new(settings), store, http, metrics, jobs_wake: Arc::new(Notify::new()) };
+        let router = router(&state, self.extra_routes);
+        Ok(Application {
+            listener,
+            local_addr,
+            router,
+            state,
+            registry: Arc::new(self.registry),
+            generated_admin_token,
+            shutdown: CancellationToken::new(),
+            log_stop,
+            log_writer,
+        })
+    }
+}
+
+fn router(state: &AppState, extra: Option<Router<AppState>>) -> Router {
+    let mut routes = ops::router();
+    if state.settings.server.role.runs_api() {
+        routes = routes.merge(admin::router());
+    }
+    if let Some(extra) = extra {
+        routes = routes.merge(extra);
+    }
+    routes
+        .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .with_state(state.clone())
+}
+
+/// The configured token wins; otherwise the first start of an installation makes one, and
+/// only its hash is kept.
+async fn bootstrap_admin_token(store: &Store, settings: &Settings) -> anyhow::Result<Option<Secret>> {
+    if !settings.admin.token.is_empty() {
+        store.set_admin_token_hash(&hash_admin_token(&settings.admin.token)).await?;
+        return Ok(None);
+    }
+    if store.admin_token_hash().await?.is_some() {
+        return Ok(None);
+    }
+    let token = Secret::generate();
+    Ok(store.init_admin_token_hash(&hash_admin_token(token.expose())).await?.then_some(token))
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    state: AppState,
+    registry: Arc<JobRegistry>,
+    generated_admin_token: Option<Secret>,
+    shutdown: CancellationToken,
+    log_stop: CancellationToken,
+    log_writer: JoinHandle<()>,
+}
+
+impl Application {
+    pub fn builder(settings: Settings) -> ApplicationBuilder {
+        ApplicationBuilder {
+            settings,
+            listener: None,
+            clock: Arc::new(SystemClock),
+            registry: JobRegistry::new(),
+            extra_routes: None,
+        }
+    }
+
+    /// Builds with defaults for everything not in `settings`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::builder(settings).build().await
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn job_registry(&self) -> Arc<JobRegistry> {
+        self.registry.clone()
+    }
+
+    /// The admin token made at this installation's first start, to show the operator once.
+    pub fn take_generated_admin_token(&mut self) -> Option<Secret> {
+        self.generated_admin_token.take()
+    }
+
+    /// Cancel it to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        let jobs = &self.state.settings.jobs;
+        WorkerConfig {
+            concurrency: jobs.concurrency,
+            poll_interval: Duration::from_millis(jobs.poll_interval_ms.max(10)),
+            job_timeout: Duration::from_secs(jobs.job_timeout_secs),
+            lease: Duration::from_secs(jobs.lease_secs),
+            backoff_base: Duration::from_secs(jobs.backoff_base_secs),
+            backoff_max: Duration::from_secs(jobs.backoff_max_secs),
+        }
+    }
+
+    /// Serves until the shutdown token is cancelled; then stops taking requests and jobs,
+    /// gives in-flight work the grace period, releases what is left and flushes the logs.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let settings = self.state.settings.clone();
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let role = settings.server.role;
+        let maintenance_stop = CancellationToken::new();
+        let (workers, housekeeping) = if role.runs_workers() {
+            let pool = WorkerPool::start(
+                self.state.store.clone(),
+                self.registry.clone(),
+                self.worker_config(),
+                self.state.metrics.clone(),
+                self.state.jobs_wake.clone(),
+            );
+            let housekeeping = tokio::spawn(maintenance::run(
+                self.state.store.clone(),
+                settings.request_log.clone(),
+                maintenance_stop.clone(),
+            ));
+            (Some(pool), Some(housekeeping))
+        } else {
+            (None, None)
+        };
+        tracing::info!(addr = %self.local_addr, role = ?role, database = self.state.store.backend().as_str(), "crmhub is running");
+
+        let shutdown = self.shutdown.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result.context("HTTP server failed")?,
+            () = shutdown.cancelled() => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+                if tokio::time::timeout(grace, &mut server).await.is_err() {
+                    tracing::warn!("requests still open after the grace period; closing them");
+                }
+            }
+        }
+        if let Some(pool) = workers {
+            pool.shutdown(grace).await;
+        }
+        maintenance_stop.cancel();
+        if let Some(task) = housekeeping {
+            let _ = task.await;
+        }
+        self.log_stop.cancel();
+        let _ = self.log_writer.await;
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
