@@ -391,12 +391,13 @@ fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str
 /// One figment error as "key: problem (source)".
 fn describe(error: &figment::Error) -> String {
     let key = error.path.join(".");
-    let source = error.metadata.as_ref().map(|m| {
-        if m.name.contains("Serialized") {
-            "environment".to_owned()
-        } else {
-            m.source.as_ref().map_or_else(|| m.name.to_string(), |s| s.to_string())
-        }
+    // The environment layer is built in code, so its source is a code location; files name
+    // themselves.
+    let source = error.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        Some(figment::Source::Code(_)) => "CRMHUB_* environment variables".to_owned(),
+        Some(other) => other.to_string(),
+        None => m.name.to_string(),
     });
     let mut message = error.kind.to_string();
     if let figment::error::Kind::UnknownField(field, _) = &error.kind {
