@@ -186,6 +186,12 @@ pub enum ConnectionCommand {
         #[command(flatten)]
         credentials: CredentialArgs,
     },
+    /// Log in to the connection's CRM and read its metadata; the status records the outcome.
+    Test {
+        #[command(flatten)]
+        tenant: TenantArg,
+        id: String,
+    },
     /// Show a connection's recent outbound requests (redacted).
     Requests {
         #[command(flatten)]

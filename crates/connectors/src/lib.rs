@@ -2,4 +2,97 @@
 //! per CRM or destination.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod conformance;
 pub mod http;
+pub mod vtiger;
+
+use std::sync::Arc;
+
+use crmhub_core::crm::{Crm, CrmError};
+use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, TenantId};
+use serde_json::{Map, Value};
+
+use crate::auth::SharedAuth;
+use crate::http::{CallContext, HttpClient, Lane, OutboundError};
+
+impl From<OutboundError> for CrmError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::Blocked(refused) => CrmError::Blocked(refused.to_string()),
+            OutboundError::RateLimited { retry_after } => CrmError::RateLimited { retry_after },
+            OutboundError::Timeout | OutboundError::Connect(_) | OutboundError::Transport(_) => {
+                CrmError::Unavailable(e.to_string())
+            }
+            OutboundError::InvalidUrl(_)
+            | OutboundError::TooLarge { .. }
+            | OutboundError::TooManyRedirects { .. }
+            | OutboundError::Decode { .. } => CrmError::Protocol(e.to_string()),
+        }
+    }
+}
+
+/// Everything needed to talk to one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSpec<'a> {
+    pub tenant: TenantId,
+    pub id: ConnectionId,
+    pub kind: &'a ConnectorKind,
+    pub host: &'a Host,
+    pub fields: &'a Map<String, Value>,
+    pub credentials: &'a Credentials,
+    /// How to read phone numbers stored without a country code.
+    pub region: Option<PhoneRegion>,
+}
+
+/// Builds connectors over the shared HTTP client and login state.
+#[derive(Debug, Clone)]
+pub struct Connectors {
+    http: HttpClient,
+    auth: SharedAuth,
+}
+
+impl Connectors {
+    pub fn new(http: HttpClient, auth: SharedAuth) -> Self {
+        Self { http, auth }
+    }
+
+    /// The CRM behind `spec`. `lane` decides whether its calls wait behind interactive ones.
+    pub fn crm(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn Crm>, CrmError> {
+        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
+        match spec.kind {
+            ConnectorKind::Vtiger => Ok(Arc::new(vtiger::Vtiger::new(
+                self.http.clone(),
+                self.auth.clone(),
+                ctx,
+                spec.host,
+                spec.fields,
+                spec.credentials,
+                spec.region,
+            )?)),
+            other => Err(unavailable(other)),
+        }
+    }
+}
+
+fn unavailable(kind: &ConnectorKind) -> CrmError {
+    CrmError::validation("kind", format!("the {kind} connector is not available in this version of crmhub"))
+}
+
+/// Checks a connection's fields and credentials for its kind before anything is stored, so
+/// that a connection that can never work is refused at creation with the field named.
+pub fn validate(kind: &ConnectorKind, fields: &Map<String, Value>, credentials: &Credentials) -> Result<(), CrmError> {
+    match kind {
+        ConnectorKind::Vtiger => {
+            vtiger::VtigerFields::parse(fields)?;
+            if credentials.get("access_key").is_none_or(|k| k.is_empty()) {
+                return Err(CrmError::validation(
+                    "credentials.access_key",
+                    "is required: the user's Vtiger access key",
+                ));
+            }
+            Ok(())
+        }
+        ConnectorKind::Kommo | ConnectorKind::Unisender | ConnectorKind::Template(_) => Ok(()),
+    }
+}

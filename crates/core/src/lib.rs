@@ -2,9 +2,12 @@
 //! validated at the edge (`parse` / `TryFrom`) and carried as types from then on.
 #![forbid(unsafe_code)]
 
+pub mod auth_state;
 pub mod clock;
 pub mod connection;
+pub mod crm;
 pub mod ids;
+pub mod phone;
 pub mod request_log;
 pub mod secret;
 pub mod signing;

@@ -24,14 +24,28 @@ impl TryFrom<ConnectionInput> for NewConnection {
     type Error = FieldError;
 
     fn try_from(input: ConnectionInput) -> Result<Self, Self::Error> {
-        Ok(NewConnection {
+        let connection = NewConnection {
             name: ConnectionName::parse(&input.name)?,
             kind: ConnectorKind::parse(&input.kind)?,
             host: Host::parse(&input.host)?,
             fields: check_fields(input.fields)?,
             credentials: parse_credentials(input.credentials)?,
-        })
+        };
+        check_for_kind(&connection.kind, &connection.fields, &connection.credentials)?;
+        Ok(connection)
     }
+}
+
+/// What the connector itself requires (Vtiger: `fields.username`, `credentials.access_key`).
+pub fn check_for_kind(
+    kind: &ConnectorKind,
+    fields: &Map<String, Value>,
+    credentials: &Credentials,
+) -> Result<(), FieldError> {
+    crmhub_connectors::validate(kind, fields, credentials).map_err(|e| match e {
+        crmhub_core::crm::CrmError::Validation { field, message } => FieldError::new(field, message),
+        other => FieldError::new("kind", other.to_string()),
+    })
 }
 
 /// Non-secret settings. A key named like a secret is refused, so a password cannot end up in

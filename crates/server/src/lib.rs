@@ -5,13 +5,14 @@
 pub mod admin;
 pub mod config;
 pub mod connection_input;
+pub mod crm_access;
 pub mod error;
 pub mod extract;
 pub mod jobs;
 mod maintenance;
 pub mod metrics;
 pub mod ops;
-mod request_log_writer;
+pub mod request_log_writer;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

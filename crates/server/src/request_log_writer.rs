@@ -29,11 +29,26 @@ impl RequestLogSink for ChannelSink {
     }
 }
 
-/// Starts the writer. After `stop` is cancelled it writes what is already queued and ends;
-/// the application cancels it only once requests and jobs have finished.
-pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (ChannelSink, JoinHandle<()>) {
+/// The running writer. `finish` writes what is already queued and stops it; call it only
+/// once requests and jobs have finished.
+pub struct RequestLogWriter {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl RequestLogWriter {
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+pub fn start(store: Store, metrics: Arc<Metrics>) -> (ChannelSink, RequestLogWriter) {
     let (tx, mut rx) = mpsc::channel::<RequestLogEntry>(CAPACITY);
+    let stop = CancellationToken::new();
+    let writer_stop = stop.clone();
     let handle = tokio::spawn(async move {
+        let stop = writer_stop;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let received = tokio::select! {
@@ -63,7 +78,7 @@ pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (C
             batch.clear();
         }
     });
-    (ChannelSink { tx, metrics }, handle)
+    (ChannelSink { tx, metrics }, RequestLogWriter { stop, handle })
 }
 
 async fn write(store: &Store, batch: &[RequestLogEntry]) {

@@ -8,20 +8,18 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use crmhub_connectors::http::HttpClient;
 use crmhub_core::{Clock, Secret, SystemClock};
 use crmhub_store::Store;
 use crmhub_store::settings::hash_admin_token;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
-use crate::metrics::{self, Metrics};
+use crate::metrics;
+use crate::request_log_writer::RequestLogWriter;
 use crate::state::AppState;
-use crate::{admin, maintenance, ops, request_log_writer};
+use crate::{admin, maintenance, ops};
 
 /// Options beyond the configuration file: what tests and embedders substitute.
 pub struct ApplicationBuilder {
@@ -56,28 +54,16 @@ impl ApplicationBuilder {
     }
 
     pub async fn build(self) -> anyhow::Result<Application> {
-        let settings = self.settings;
-        settings.validate()?;
-        let options = settings.store_options(self.clock.clone())?;
-        let store = Store::open(options).await.context("opening the database")?;
-        let generated_admin_token = bootstrap_admin_token(&store, &settings).await?;
-
-        let metrics = Arc::new(Metrics::new());
-        let log_stop = CancellationToken::new();
-        let (sink, log_writer) = request_log_writer::start(store.clone(), metrics.clone(), log_stop.clone());
-        let http =
-            HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), self.clock.clone())
-                .context("building the outbound HTTP client")?;
-
+        let (state, log_writer) = AppState::build(self.settings, self.clock).await?;
+        let generated_admin_token = bootstrap_admin_token(&state.store, &state.settings).await?;
         let listener = match self.listener {
             Some(listener) => listener,
             None => {
-                let addr = settings.listen_addr()?;
+                let addr = state.settings.listen_addr()?;
                 TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?
             }
         };
         let local_addr = listener.local_addr()?;
-        let state = AppState { settings: Arc::new(settings), store, http, metrics, jobs_wake: Arc::new(Notify::new()) };
         let router = router(&state, self.extra_routes);
         Ok(Application {
             listener,
@@ -87,7 +73,6 @@ impl ApplicationBuilder {
             registry: Arc::new(self.registry),
             generated_admin_token,
             shutdown: CancellationToken::new(),
-            log_stop,
             log_writer,
         })
     }
@@ -129,8 +114,7 @@ pub struct Application {
     registry: Arc<JobRegistry>,
     generated_admin_token: Option<Secret>,
     shutdown: CancellationToken,
-    log_stop: CancellationToken,
-    log_writer: JoinHandle<()>,
+    log_writer: RequestLogWriter,
 }
 
 impl Application {
@@ -232,8 +216,7 @@ impl Application {
         if let Some(task) = housekeeping {
             let _ = task.await;
         }
-        self.log_stop.cancel();
-        let _ = self.log_writer.await;
+        self.log_writer.finish().await;
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -2,21 +2,55 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+use crmhub_connectors::Connectors;
+use crmhub_connectors::auth::SharedAuth;
 use crmhub_connectors::http::HttpClient;
+use crmhub_core::Clock;
 use crmhub_store::Store;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
+use crate::crm_access::CrmRegistry;
 use crate::metrics::Metrics;
+use crate::request_log_writer::{self, RequestLogWriter};
 
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub http: HttpClient,
+    /// Builds a connection's CRM client over the shared HTTP policy and login state.
+    pub connectors: Connectors,
+    /// Connectors already built, per connection.
+    pub crms: CrmRegistry,
     pub metrics: Arc<Metrics>,
     /// Wakes idle workers of this instance when work is enqueued here.
     pub jobs_wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// Opens the database and sets up outbound calls. The returned writer must be finished
+    /// (`RequestLogWriter::finish`) once no more calls are made, to flush the request log.
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<(Self, RequestLogWriter)> {
+        settings.validate()?;
+        let store = Store::open(settings.store_options(clock.clone())?).await.context("opening the database")?;
+        let metrics = Arc::new(Metrics::new());
+        let (sink, writer) = request_log_writer::start(store.clone(), metrics.clone());
+        let http = HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), clock)
+            .context("building the outbound HTTP client")?;
+        let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())));
+        let state = Self {
+            settings: Arc::new(settings),
+            store,
+            http,
+            connectors,
+            crms: CrmRegistry::default(),
+            metrics,
+            jobs_wake: Arc::new(Notify::new()),
+        };
+        Ok((state, writer))
+    }
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Metrics> {

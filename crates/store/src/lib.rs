@@ -4,6 +4,7 @@
 //! unscoped query against tenant rows outside this crate's admin-level functions.
 #![forbid(unsafe_code)]
 
+pub mod auth_state;
 pub mod connections;
 mod db;
 mod error;

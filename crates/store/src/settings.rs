@@ -113,6 +113,11 @@ impl Store {
             resealed += 1;
         }
 
+        // Sessions and tokens are disposable: connectors log in again rather than keep them.
+        on_tx!(&mut tx, |conn| {
+            sqlx::query("DELETE FROM auth_state").execute(&mut *conn).await.map(|r| r.rows_affected())
+        })?;
+
         let check = seal_with(&new_key, crate::vault::CHECK_PLAINTEXT, crate::vault::CHECK_KEY);
         let updated = on_tx!(&mut tx, |conn| {
             sqlx::query("UPDATE installation_settings SET value = $2 WHERE key = $1")

@@ -1,12 +1,22 @@
 //! `crmhub demo`: crmhub on a fresh SQLite database with everything it needs to show each
-//! channel working, no setup and no network.
+//! channel working, no setup and no network: an in-process Vtiger simulator seeded with
+//! contacts, and a tenant `demo` connected to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crmhub_server::{Application, Settings};
+use anyhow::Context;
+use crmhub_core::{ConnectionName, ConnectorKind, Credentials, Host, PhoneRegion, Secret, TenantName, TenantSlug};
+use crmhub_server::{AppState, Application, Settings};
+use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
+use crmhub_store::connections::{ConnectionUpdate, NewConnection};
+use crmhub_store::tenants::NewTenant;
+use serde_json::json;
 
 use super::serve::wait_for_signal;
+
+/// Contacts the simulator holds besides the protocol's own examples.
+const SEEDED_CONTACTS: usize = 300;
 
 pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (data_dir, _temp) = match data_dir {
@@ -22,14 +32,26 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     // The demo's simulators listen on loopback; a production configuration refuses it.
     settings.outbound.allow_private = vec!["127.0.0.1/32".into()];
 
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let crm = start_vtiger().await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let mut app = Application::builder(settings).listener(listener).build().await?;
     let base = format!("http://{}", app.local_addr());
+    let setup = seed_tenant(app.state(), &crm).await?;
+
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
     if let Some(token) = app.take_generated_admin_token() {
-        println!("Admin token: {}", token.expose());
+        println!();
+        println!("Admin API token: {}", token.expose());
         println!("  curl -H 'Authorization: Bearer {}' {base}/admin/v1/tenants", token.expose());
     }
+    println!();
+    println!(
+        "Tenant `demo` is connected to a simulated Vtiger at {} ({} contacts).",
+        crm.base_url(),
+        SEEDED_CONTACTS + 2
+    );
+    println!("  Test the connection: POST {base}/admin/v1/tenants/demo/connections/{}/test", setup.connection);
+    println!();
     println!("Health: {base}/healthz  Ready: {base}/readyz  Metrics: {base}/metrics");
     println!("Press Ctrl-C to stop.");
     let shutdown = app.shutdown_token();
@@ -37,5 +59,101 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         wait_for_signal().await;
         shutdown.cancel();
     });
-    app.run_until_stopped().await
+    let result = app.run_until_stopped().await;
+    crm.shutdown().await;
+    result
+}
+
+async fn start_vtiger() -> anyhow::Result<VtigerSimHandle> {
+    let crm = vtiger::try_spawn(VtigerSimOptions::default()).await.context("starting the Vtiger simulator")?;
+    let account = crm.insert_record("Accounts", [("accountname", "Redwood Supplies")]);
+    let susan = crm.insert_record(
+        "Contacts",
+        [
+            ("firstname", "Susan"),
+            ("lastname", "Red"),
+            ("email", "susan.red@example.com"),
+            ("mobile", "+84 912 345 678"),
+            ("title", "Purchasing manager"),
+            ("account_id", account.as_str()),
+            ("leadsource", "Web Site"),
+        ],
+    );
+    crm.insert_record(
+        "ModComments",
+        [("commentcontent", "Prefers to be contacted by e-mail."), ("related_to", susan.as_str())],
+    );
+    crm.insert_record(
+        "HelpDesk",
+        [
+            ("ticket_title", "Late delivery of order 1042"),
+            ("ticketstatus", "Open"),
+            ("ticketpriorities", "High"),
+            ("contact_id", susan.as_str()),
+        ],
+    );
+    crm.insert_record(
+        "Contacts",
+        [
+            ("firstname", "Frank"),
+            ("lastname", "Redford"),
+            ("email", "frank.redford@example.com"),
+            ("phone", "028 3900 1234"),
+        ],
+    );
+    crm.seed_demo_contacts(SEEDED_CONTACTS);
+    Ok(crm)
+}
+
+struct DemoSetup {
+    connection: crmhub_core::ConnectionId,
+}
+
+/// Creates tenant `demo` and its Vtiger connection, or — when the demo runs again on the same
+/// data directory — points the existing connection at this run's simulator.
+async fn seed_tenant(state: &AppState, crm: &VtigerSimHandle) -> anyhow::Result<DemoSetup> {
+    let slug = TenantSlug::parse("demo")?;
+    let tenant = match state.store.tenants().find_by_slug(&slug).await? {
+        Some(tenant) => tenant,
+        None => {
+            state
+                .store
+                .tenants()
+                .create(NewTenant {
+                    slug,
+                    name: TenantName::parse("Demo contact centre")?,
+                    phone_region: Some(PhoneRegion::parse("VN")?),
+                    settings: Default::default(),
+                })
+                .await?
+        }
+    };
+    let name = ConnectionName::parse("Vtiger (simulated)")?;
+    let host = Host::parse(&crm.base_url())?;
+    let credentials: Credentials =
+        [("access_key".to_owned(), Secret::new(crm.admin_access_key()))].into_iter().collect();
+    let connections = state.store.connections(tenant.id);
+    let existing = connections.list().await?.into_iter().find(|c| c.name == name);
+    let connection = match existing {
+        Some(connection) => {
+            let update = ConnectionUpdate { host: Some(host), ..Default::default() };
+            connections.update(connection.id, update).await?;
+            connections.replace_credentials(connection.id, credentials).await?
+        }
+        None => {
+            connections
+                .create(NewConnection {
+                    name,
+                    kind: ConnectorKind::Vtiger,
+                    host,
+                    fields: json!({"username": "admin", "card_fields": ["leadsource", "department"]})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    credentials,
+                })
+                .await?
+        }
+    };
+    Ok(DemoSetup { connection: connection.id })
 }

@@ -14,7 +14,7 @@ use crmhub_server::Settings;
 use crmhub_server::config::LogFormat;
 use crmhub_store::Store;
 
-use crate::cli::{Cli, Command, ConfigCommand, LogFormatArg};
+use crate::cli::{Cli, Command, ConfigCommand, ConnectionCommand, LogFormatArg};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo brings its own configuration; every other command reads the operator's.
@@ -51,6 +51,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant(command) => records::tenant(open_store(&settings).await?, command).await,
+        Command::Connection(ConnectionCommand::Test { tenant, id }) => {
+            records::test_connection(settings, &tenant.tenant, &id).await
+        }
         Command::Connection(command) => records::connection(open_store(&settings).await?, command).await,
         Command::Jobs(command) => jobs::run(open_store(&settings).await?, command).await,
         Command::Keys(command) => keys::run(&settings, command).await,

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use crmhub_core::{
     ConnectionId, ConnectionName, ConnectionStatus, Host, PhoneRegion, TenantId, TenantName, TenantSlug,
 };
-use crmhub_server::connection_input::{ConnectionInput, check_fields, parse_credentials};
+use crmhub_server::connection_input::{ConnectionInput, check_fields, check_for_kind, parse_credentials};
 use crmhub_store::Store;
 use crmhub_store::connections::{ConnectionUpdate, NewConnection};
 use crmhub_store::tenants::{NewTenant, TenantUpdate};
@@ -85,7 +85,12 @@ pub async fn connection(store: Store, command: ConnectionCommand) -> anyhow::Res
                 status: status.as_deref().map(ConnectionStatus::parse).transpose()?,
             };
             let tenant = tenant_id(&store, &tenant.tenant).await?;
-            print_json(&store.connections(tenant).update(connection_id(&id)?, update).await?)
+            let id = connection_id(&id)?;
+            if let Some(fields) = &update.fields {
+                let current = store.connections(tenant).get(id).await?;
+                check_for_kind(&current.kind, fields, &store.connections(tenant).credentials(id).await?)?;
+            }
+            print_json(&store.connections(tenant).update(id, update).await?)
         }
         ConnectionCommand::RotateCredentials { tenant, id, credentials } => {
             let credentials = parse_credentials(read_credentials(&credentials)?)?;
@@ -93,8 +98,11 @@ pub async fn connection(store: Store, command: ConnectionCommand) -> anyhow::Res
                 bail!("give the new credentials with --credential NAME=VALUE or --credentials-file");
             }
             let tenant = tenant_id(&store, &tenant.tenant).await?;
+            let current = store.connections(tenant).get(connection_id(&id)?).await?;
+            check_for_kind(&current.kind, &current.fields, &credentials)?;
             print_json(&store.connections(tenant).replace_credentials(connection_id(&id)?, credentials).await?)
         }
+        ConnectionCommand::Test { .. } => unreachable!("connection test runs with the outbound client"),
         ConnectionCommand::Requests { tenant, id, limit } => {
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             print_json(&store.request_log(tenant).list(connection_id(&id)?, limit, None).await?)
@@ -152,4 +160,22 @@ fn read_file_or_stdin(path: &Path) -> anyhow::Result<String> {
         return Ok(text);
     }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// `crmhub connection test`: the same check as the admin API's, with the request log flushed.
+pub async fn test_connection(settings: crmhub_server::Settings, slug: &str, id: &str) -> anyhow::Result<()> {
+    let (state, log_writer) =
+        crmhub_server::AppState::build(settings, std::sync::Arc::new(crmhub_core::SystemClock)).await?;
+    let tenant = tenant_id(&state.store, slug).await?;
+    let tenant = state.store.tenants().get(tenant).await?;
+    let connection = state.store.connections(tenant.id).get(connection_id(id)?).await?;
+    let report =
+        crmhub_server::crm_access::check(&state.crms, &state.store, &state.connectors, &tenant, &connection).await;
+    log_writer.finish().await;
+    let report = report?;
+    print_json(&report)?;
+    if !report.ok {
+        bail!("the connection test failed");
+    }
+    Ok(())
 }

@@ -170,6 +170,8 @@ fn key_rotation_reseals_and_keeps_the_file_private() {
             "vtiger",
             "--host",
             "crm.example.com",
+            "--field",
+            "username=admin",
             "--credential",
             "access_key=k"
         ]))

@@ -157,6 +157,20 @@ impl TestApp {
         self.admin_get(&format!("/admin/v1/tenants/{slug}/connections/{id}")).await
     }
 
+    /// The connection's request log once it holds at least `entries` (it is written in the
+    /// background, in batches).
+    pub async fn wait_for_request_log(&self, connection: &str, entries: usize) -> Value {
+        let path = format!("/admin/v1/tenants/acme/connections/{connection}/requests");
+        for _ in 0..100 {
+            let log: Value = self.admin_get(&path).await.json().await.unwrap();
+            if log["requests"].as_array().is_some_and(|r| r.len() >= entries) {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the request log of {connection} never reached {entries} entries");
+    }
+
     pub async fn get_metrics(&self) -> String {
         self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }

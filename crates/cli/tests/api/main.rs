@@ -8,6 +8,7 @@ mod admin_connections;
 mod admin_errors;
 mod admin_tenants;
 mod binary;
+mod connection_test;
 mod jobs;
 mod operations;
 mod secrets;

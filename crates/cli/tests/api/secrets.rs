@@ -8,6 +8,7 @@ use tempfile::TempDir;
 
 use crate::binary::serve;
 use crate::helpers::ADMIN_TOKEN;
+use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
 
 const MARKER: &str = "MARKER-9d2c4f7a1b-secret";
 
@@ -28,10 +29,20 @@ pub fn assert_absent(haystack: &[u8], secret: &str, place: &str) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_secret_never_appears_in_the_database_logs_metrics_or_responses() {
+    // The marker is the CRM access key, so it also drives a real login over HTTP.
+    let sim = spawn(VtigerSimOptions { admin_access_key: MARKER.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
     let dir = TempDir::new().unwrap();
-    let served = serve(dir.path(), &[("CRMHUB_ADMIN_TOKEN", ADMIN_TOKEN), ("CRMHUB_LOG__LEVEL", "debug")]);
+    let served = serve(
+        dir.path(),
+        &[
+            ("CRMHUB_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CRMHUB_LOG__LEVEL", "debug"),
+            ("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"127.0.0.1\"]"),
+        ],
+    );
     let client = reqwest::Client::new();
     let base = served.base.clone();
     let mut responses = String::new();
@@ -51,7 +62,7 @@ async fn a_planted_secret_never_appears_in_the_database_logs_metrics_or_response
     let (status, text) = call(
         reqwest::Method::POST,
         "/admin/v1/tenants/acme/connections",
-        Some(json!({"name": "Main", "kind": "vtiger", "host": "crm.example.com",
+        Some(json!({"name": "Main", "kind": "vtiger", "host": sim.base_url(),
                     "fields": {"username": "admin"}, "credentials": {"access_key": MARKER}})),
     )
     .await;
@@ -72,7 +83,15 @@ async fn a_planted_secret_never_appears_in_the_database_logs_metrics_or_response
         Some(json!({"name": "Bad", "kind": "nope", "host": "x.io", "credentials": {"access_key": MARKER}})),
     )
     .await;
-    call(reqwest::Method::GET, &format!("/admin/v1/tenants/acme/connections/{id}/requests"), None).await;
+    let (_, report) = call(reqwest::Method::POST, &format!("/admin/v1/tenants/acme/connections/{id}/test"), None).await;
+    assert!(report.contains("\"ok\":true"), "the login with the marker worked: {report}");
+    sim.invalidate_sessions(); // force a second login and a replay
+    let (_, report) = call(reqwest::Method::POST, &format!("/admin/v1/tenants/acme/connections/{id}/test"), None).await;
+    assert!(report.contains("\"ok\":true"), "{report}");
+    assert_eq!(sim.login_count("admin"), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // let the request log flush
+    let (_, log) = call(reqwest::Method::GET, &format!("/admin/v1/tenants/acme/connections/{id}/requests"), None).await;
+    assert!(log.contains("getchallenge"), "outbound calls were logged: {log}");
     let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     let log = served.stop();
 

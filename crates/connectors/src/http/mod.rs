@@ -50,8 +50,8 @@ impl Default for OutboundPolicy {
             allow_private: Vec::new(),
             max_retries: 2,
             retry_after_max_wait: Duration::from_secs(10),
-            per_host: RateSpec::new(20.0, 40),
-            per_connection: RateSpec::new(10.0, 20),
+            per_host: RateSpec::new(50.0, 100),
+            per_connection: RateSpec::new(25.0, 50),
             log_body_bytes: 2048,
         }
     }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use crmhub_core::{ConnectionId, ConnectionName, ConnectionStatus, Host};
 use crmhub_store::connections::{Connection, ConnectionUpdate};
@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{AdminAuth, tenant_id};
-use crate::connection_input::{ConnectionInput, check_fields, parse_credentials};
+use crate::connection_input::{ConnectionInput, check_fields, check_for_kind, parse_credentials};
+use crate::crm_access::{self, CheckReport};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/tenants/{slug}/connections/{id}", get(show).patch(update).delete(remove))
         .route("/admin/v1/tenants/{slug}/connections/{id}/credentials", put(rotate_credentials))
         .route("/admin/v1/tenants/{slug}/connections/{id}/requests", get(request_log))
+        .route("/admin/v1/tenants/{slug}/connections/{id}/test", post(test))
 }
 
 pub(crate) fn connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
@@ -77,7 +79,13 @@ async fn update(
         status: body.status.as_deref().map(ConnectionStatus::parse).transpose()?,
     };
     let tenant = tenant_id(&state, &slug).await?;
-    Ok(Json(state.store.connections(tenant).update(connection_id(&id)?, update).await?))
+    let id = connection_id(&id)?;
+    let connections = state.store.connections(tenant);
+    if let Some(fields) = &update.fields {
+        let current = connections.get(id).await?;
+        check_for_kind(&current.kind, fields, &connections.credentials(id).await?)?;
+    }
+    Ok(Json(connections.update(id, update).await?))
 }
 
 async fn remove(
@@ -108,7 +116,10 @@ async fn rotate_credentials(
         return Err(ApiError::invalid("credentials", "must name at least one credential"));
     }
     let tenant = tenant_id(&state, &slug).await?;
-    let connection = state.store.connections(tenant).replace_credentials(connection_id(&id)?, credentials).await?;
+    let id = connection_id(&id)?;
+    let current = state.store.connections(tenant).get(id).await?;
+    check_for_kind(&current.kind, &current.fields, &credentials)?;
+    let connection = state.store.connections(tenant).replace_credentials(id, credentials).await?;
     tracing::info!(tenant = %slug, connection = %connection.id, "credentials rotated");
     Ok(Json(connection))
 }
@@ -130,4 +141,18 @@ async fn request_log(
     state.store.connections(tenant).get(id).await?;
     let entries = state.store.request_log(tenant).list(id, query.limit.unwrap_or(50), query.before).await?;
     Ok(Json(json!({"requests": entries})))
+}
+
+/// Logs in to the CRM and reads its metadata; the connection's status records the outcome.
+async fn test(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((slug, id)): Path<(String, String)>,
+) -> ApiResult<Json<CheckReport>> {
+    let tenant = tenant_id(&state, &slug).await?;
+    let tenant = state.store.tenants().get(tenant).await?;
+    let connection = state.store.connections(tenant.id).get(connection_id(&id)?).await?;
+    let report = crm_access::check(&state.crms, &state.store, &state.connectors, &tenant, &connection).await?;
+    tracing::info!(tenant = %slug, connection = %connection.id, ok = report.ok, "connection tested");
+    Ok(Json(report))
 }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth_state;
 mod isolation;
 mod jobs;
 mod records;

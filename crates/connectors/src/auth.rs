@@ -1,0 +1,169 @@
+//! Single-flight login. Remote systems such as Vtiger keep one challenge token per user, so
+//! two logins for the same user racing each other make one of them fail. Every connector of
+//! this process shares one `SharedAuth`: a login for a given remote account runs under an
+//! in-process mutex and the store's cross-instance lock, and a caller that waited finds the
+//! session the winner stored instead of logging in again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use crmhub_core::Secret;
+use crmhub_core::auth_state::{AuthLock, AuthStateError, AuthStateStore};
+use crmhub_core::crm::CrmError;
+
+/// `lock`: who must not log in concurrently (the remote account). `state`: whose session may
+/// be shared (the account *and* a hash of its credentials, so that a connection with a wrong
+/// key never inherits a session made with the right one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthKey {
+    pub lock: String,
+    pub state: String,
+}
+
+#[derive(Clone)]
+pub struct SharedAuth {
+    store: Arc<dyn AuthStateStore>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    cache: Arc<Mutex<HashMap<String, Secret>>>,
+}
+
+impl std::fmt::Debug for SharedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAuth").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+fn storage_error(e: AuthStateError) -> CrmError {
+    CrmError::Unavailable(e.to_string())
+}
+
+impl SharedAuth {
+    pub fn new(store: Arc<dyn AuthStateStore>) -> Self {
+        Self { store, locks: Arc::default(), cache: Arc::default() }
+    }
+
+    /// The session to use now, if any: this process's copy, else the shared store's.
+    pub async fn current(&self, key: &AuthKey) -> Result<Option<Secret>, CrmError> {
+        if let Some(hit) = self.cached(&key.state) {
+            return Ok(Some(hit));
+        }
+        let loaded = self.store.load(&key.state).await.map_err(storage_error)?;
+        if let Some(value) = &loaded {
+            self.remember(&key.state, value.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Replaces `stale` (the session that just failed, or `None` when there was none) by
+    /// calling `login` — unless another caller, here or on another instance, already did while
+    /// we waited for the lock, in which case its session is returned.
+    pub async fn renew<F, Fut>(&self, key: &AuthKey, stale: Option<&Secret>, login: F) -> Result<Secret, CrmError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Secret, CrmError>>,
+    {
+        let local = self.local_lock(&key.lock);
+        let _local = local.lock().await;
+        let _shared: AuthLock = self.store.lock(&key.lock).await.map_err(storage_error)?;
+
+        if let Some(hit) = self.cached(&key.state).filter(|hit| Some(hit) != stale) {
+            return Ok(hit);
+        }
+        if let Some(stored) = self.store.load(&key.state).await.map_err(storage_error)?.filter(|s| Some(s) != stale) {
+            self.remember(&key.state, stored.clone());
+            return Ok(stored);
+        }
+        let fresh = login().await?;
+        self.store.save(&key.state, &fresh).await.map_err(storage_error)?;
+        self.remember(&key.state, fresh.clone());
+        Ok(fresh)
+    }
+
+    fn local_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.to_owned()).or_default().clone()
+    }
+
+    fn cached(&self, key: &str) -> Option<Secret> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, value: Secret) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), value);
+    }
+}
+
+/// Auth state kept in memory only: for tests, and for tools that run without a database.
+#[derive(Debug, Default)]
+pub struct MemoryAuthState {
+    values: Mutex<HashMap<String, Secret>>,
+}
+
+#[async_trait::async_trait]
+impl AuthStateStore for MemoryAuthState {
+    async fn load(&self, key: &str) -> Result<Option<Secret>, AuthStateError> {
+        Ok(self.values.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned())
+    }
+
+    async fn save(&self, key: &str, value: &Secret) -> Result<(), AuthStateError> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), value.clone());
+        Ok(())
+    }
+
+    async fn lock(&self, _key: &str) -> Result<AuthLock, AuthStateError> {
+        Ok(AuthLock::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn key() -> AuthKey {
+        AuthKey { lock: "crm:admin".into(), state: "crm:admin:k1".into() }
+    }
+
+    #[tokio::test]
+    async fn concurrent_renewals_of_one_stale_session_log_in_once() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        let logins = Arc::new(AtomicUsize::new(0));
+        let first = auth
+            .renew(&key(), None, || async {
+                logins.fetch_add(1, Ordering::SeqCst);
+                Ok(Secret::new("s1"))
+            })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (auth, logins, stale) = (auth.clone(), logins.clone(), first.clone());
+            tasks.push(tokio::spawn(async move {
+                auth.renew(&key(), Some(&stale), || async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    let n = logins.fetch_add(1, Ordering::SeqCst);
+                    Ok(Secret::new(format!("s{}", n + 1)))
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap());
+        }
+        assert_eq!(logins.load(Ordering::SeqCst), 2, "one initial login and one renewal");
+        assert!(seen.iter().all(|s| s.expose() == "s2"));
+        assert_eq!(auth.current(&key()).await.unwrap().unwrap().expose(), "s2");
+    }
+
+    #[tokio::test]
+    async fn a_failed_login_is_reported_and_not_stored() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        let err = auth.renew(&key(), None, || async { Err(CrmError::AuthFailed("no".into())) }).await.unwrap_err();
+        assert_eq!(err, CrmError::AuthFailed("no".into()));
+        assert!(auth.current(&key()).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,619 @@
+//! Vtiger as a `Crm`: Contacts, Accounts, Events (calls), ModComments (notes), HelpDesk
+//! (tickets), mapped as contracts/vtiger.md §10 describes.
+
+use std::collections::{BTreeMap, HashSet};
+
+use async_trait::async_trait;
+use crmhub_core::crm::{
+    Activity, ActivityKind, CallLog, CallOutcome, CallStage, Capability, CardOptions, ChangeCursor, ChangePage,
+    ConnectionCheck, ContactCard, ContactRecord, ContactSummary, Crm, CrmError, LabeledValue, LoggedCall, NewContact,
+    NewNote, NewTicket, TicketPriority,
+};
+use crmhub_core::phone::PhoneNumber;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::vtql::{Cond, Query, contains, digits_in_order};
+use super::{Record, Vtiger, text};
+
+const CAPABILITIES: &[Capability] = &Capability::ALL;
+const PHONE_FIELDS: &[&str] = &["phone", "mobile", "homephone", "otherphone", "assistantphone", "fax"];
+const EMAIL_FIELDS: &[&str] = &["email", "secondaryemail"];
+/// Contacts scanned at most for one search or phone lookup (pages of 100).
+const MAX_SCAN: usize = 5_000;
+
+impl Vtiger {
+    fn summary(&self, record: &Record, companies: &BTreeMap<String, String>) -> ContactSummary {
+        ContactSummary {
+            id: text(record, "id").unwrap_or_default().to_owned(),
+            display_name: display_name(record),
+            company: text(record, "account_id").and_then(|a| companies.get(a)).cloned(),
+            emails: EMAIL_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
+            phones: PHONE_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
+        }
+    }
+
+    /// Account names for the contacts' `account_id`s, in short IN lists (the query travels in
+    /// the URL).
+    async fn company_names(&self, records: &[Record]) -> Result<BTreeMap<String, String>, CrmError> {
+        let ids: Vec<String> = records
+            .iter()
+            .filter_map(|r| text(r, "account_id"))
+            .map(str::to_owned)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut names = BTreeMap::new();
+        for chunk in ids.chunks(40) {
+            let query = Query::select(&["accountname"], "Accounts")?.filter(Cond::is_in("id", chunk)?);
+            for row in self.query(&query).await? {
+                if let (Some(id), Some(name)) = (text(&row, "id"), text(&row, "accountname")) {
+                    names.insert(id.to_owned(), name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    async fn summaries(&self, records: Vec<Record>) -> Result<Vec<ContactSummary>, CrmError> {
+        let companies = self.company_names(&records).await?;
+        Ok(records.iter().map(|r| self.summary(r, &companies)).collect())
+    }
+
+    /// Fails with `NotFound` unless `id` is an existing contact: Vtiger silently drops a
+    /// reference to a missing record, so a write must check first.
+    async fn existing_contact(&self, id: &str) -> Result<Record, CrmError> {
+        let record = self.retrieve(id).await?;
+        let contacts = self.describe("Contacts").await?;
+        if !id.starts_with(&format!("{}x", contacts.id_prefix)) {
+            return Err(CrmError::NotFound { what: format!("contact {id}") });
+        }
+        Ok(record)
+    }
+
+    async fn activities(&self, contact: &str, max: usize) -> Result<Vec<Activity>, CrmError> {
+        let rows = max.clamp(1, 100) as u32;
+        let notes = Query::select(&[], "ModComments")?
+            .filter(Cond::eq("related_to", contact)?)
+            .order_by("createdtime", true)?
+            .limit(0, rows);
+        let events = Query::select(&[], "Events")?
+            .filter(Cond::eq("contact_id", contact)?)
+            .order_by("date_start", true)?
+            .limit(0, rows);
+        let tickets = Query::select(&[], "HelpDesk")?
+            .filter(Cond::eq("contact_id", contact)?)
+            .order_by("createdtime", true)?
+            .limit(0, rows);
+        let mut all: Vec<Activity> = Vec::new();
+        all.extend(self.query(&notes).await?.iter().map(|r| Activity {
+            kind: ActivityKind::Note,
+            subject: "Note".into(),
+            body: text(r, "commentcontent").map(str::to_owned),
+            at: text(r, "createdtime").map(str::to_owned),
+            status: None,
+        }));
+        all.extend(self.query(&events).await?.iter().map(|r| Activity {
+            kind: match text(r, "activitytype") {
+                Some("Call" | "Mobile Call") => ActivityKind::Call,
+                Some("Meeting") => ActivityKind::Meeting,
+                _ => ActivityKind::Other,
+            },
+            subject: text(r, "subject").unwrap_or("Event").to_owned(),
+            body: text(r, "description").map(strip_marker),
+            at: match (text(r, "date_start"), text(r, "time_start")) {
+                (Some(d), Some(t)) => Some(format!("{d} {t}")),
+                (d, _) => d.map(str::to_owned),
+            },
+            status: text(r, "eventstatus").map(str::to_owned),
+        }));
+        all.extend(self.query(&tickets).await?.iter().map(|r| {
+            Activity {
+                kind: ActivityKind::Ticket,
+                subject: format!(
+                    "{} {}",
+                    text(r, "ticket_no").unwrap_or("Ticket"),
+                    text(r, "ticket_title").unwrap_or_default()
+                )
+                .trim()
+                .to_owned(),
+                body: text(r, "description").map(str::to_owned),
+                at: text(r, "createdtime").map(str::to_owned),
+                status: text(r, "ticketstatus").map(str::to_owned),
+            }
+        }));
+        all.sort_by(|a, b| b.at.cmp(&a.at));
+        all.truncate(max);
+        Ok(all)
+    }
+
+    async fn open_tickets(&self, contact: &str) -> Result<usize, CrmError> {
+        let query = Query::select(&["ticketstatus"], "HelpDesk")?
+            .filter(Cond::eq("contact_id", contact)?)
+            .order_by("id", false)?;
+        let rows = self.query_all(query, 1_000).await?;
+        Ok(rows.iter().filter(|r| text(r, "ticketstatus") != Some("Closed")).count())
+    }
+
+    async fn owner_name(&self, owner: &str) -> Option<String> {
+        // Non-admin users may not read Users; the card is still useful without the owner.
+        let user = self.retrieve(owner).await.ok()?;
+        let name = format!(
+            "{} {}",
+            text(&user, "first_name").unwrap_or_default(),
+            text(&user, "last_name").unwrap_or_default()
+        );
+        let name = name.trim().to_owned();
+        if name.is_empty() { text(&user, "user_name").map(str::to_owned) } else { Some(name) }
+    }
+
+    /// The call-log record made for `call_id` before, if any.
+    async fn logged_call(&self, marker: &str) -> Result<Option<Record>, CrmError> {
+        let query = Query::select(&["id", "eventstatus", "description"], "Events")?
+            .filter(Cond::like("description", contains(marker))?)
+            .order_by("id", false)?;
+        let rows = self.query_all(query, 200).await?;
+        Ok(rows.into_iter().find(|r| text(r, "description").is_some_and(|d| d.contains(marker))))
+    }
+}
+
+fn display_name(record: &Record) -> String {
+    let name =
+        format!("{} {}", text(record, "firstname").unwrap_or_default(), text(record, "lastname").unwrap_or_default());
+    let name = name.trim();
+    if name.is_empty() { text(record, "label").unwrap_or("(no name)").to_owned() } else { name.to_owned() }
+}
+
+/// The marker that ties an Events record to an external call id. Vtiger has no field for
+/// external ids, so it lives in the description, where it can be searched.
+fn call_marker(call_id: &str) -> String {
+    let safe = call_id.len() <= 100
+        && call_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '@'));
+    let id = if safe {
+        call_id.to_owned()
+    } else {
+        use md5::{Digest, Md5};
+        format!("md5-{}", hex::encode(Md5::digest(call_id.as_bytes())))
+    };
+    format!("[crmhub-call:{id}]")
+}
+
+fn strip_marker(description: &str) -> String {
+    description.lines().filter(|l| !l.starts_with("[crmhub-call:")).collect::<Vec<_>>().join("\n").trim().to_owned()
+}
+
+/// `YYYY-MM-DD` and `HH:MM:SS` (UTC) of a Unix time.
+fn date_time(unix: i64) -> (String, String) {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60))
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix seconds of a `YYYY-MM-DD HH:MM:SS` (UTC) value.
+fn parse_date_time(value: &str) -> Option<i64> {
+    let (date, time) = value.split_once(' ')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + min * 60 + s)
+}
+
+fn contact_record(record: &Record, companies: &BTreeMap<String, String>) -> ContactRecord {
+    ContactRecord {
+        id: text(record, "id").unwrap_or_default().to_owned(),
+        display_name: display_name(record),
+        first_name: text(record, "firstname").map(str::to_owned),
+        last_name: text(record, "lastname").map(str::to_owned),
+        emails: EMAIL_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
+        phones: PHONE_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
+        company: text(record, "account_id").and_then(|a| companies.get(a)).cloned(),
+        modified_at: text(record, "modifiedtime").and_then(parse_date_time),
+    }
+}
+
+/// The change feed's position: `sync`'s `lastModifiedTime`, or a `(modifiedtime, id)`
+/// watermark when `sync` is broken and `query` stands in for it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+enum FeedPosition {
+    Sync { modified_time: i64 },
+    Query { modified: String, id: String },
+}
+
+fn cursor(position: &FeedPosition) -> ChangeCursor {
+    ChangeCursor(serde_json::to_string(position).unwrap_or_default())
+}
+
+fn email_is_plausible(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !email.contains(char::is_whitespace)
+}
+
+#[async_trait]
+impl Crm for Vtiger {
+    fn capabilities(&self) -> &[Capability] {
+        CAPABILITIES
+    }
+
+    async fn check(&self) -> Result<ConnectionCheck, CrmError> {
+        let session = self.session(None).await?;
+        let contacts = self.describe("Contacts").await?;
+        let mut details = vec![
+            LabeledValue::new("user", format!("{} ({})", self.username, session.user_id)),
+            LabeledValue::new("contacts fields", contacts.fields.len().to_string()),
+        ];
+        if let Some(version) = session.version {
+            details.insert(0, LabeledValue::new("vtiger version", version));
+        }
+        Ok(ConnectionCheck { details })
+    }
+
+    async fn search_contacts(&self, query: &str, limit: usize) -> Result<Vec<ContactSummary>, CrmError> {
+        let term = query.trim();
+        if term.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let words: Vec<&str> = term.split_whitespace().take(6).collect();
+        let mut any = vec![Cond::And(
+            words
+                .iter()
+                .map(|w| {
+                    Ok(Cond::Or(vec![Cond::like("firstname", contains(w))?, Cond::like("lastname", contains(w))?]))
+                })
+                .collect::<Result<_, CrmError>>()?,
+        )];
+        for field in EMAIL_FIELDS {
+            any.push(Cond::like(field, contains(term))?);
+        }
+        let digits: String = term.chars().filter(char::is_ascii_digit).collect();
+        let phone_like = digits.len() >= 3 && term.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        if phone_like {
+            for field in PHONE_FIELDS {
+                any.push(Cond::like(field, digits_in_order(&digits))?);
+            }
+        }
+        let query = Query::select(&[], "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
+        // The patterns may match more than the literal term (wildcards in it, separators in
+        // phones); keep only true matches.
+        let lowered: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+        let whole = term.to_lowercase();
+        let matches = |r: &Record| {
+            let name = |f| text(r, f).unwrap_or_default().to_lowercase();
+            let (first, last) = (name("firstname"), name("lastname"));
+            lowered.iter().all(|w| first.contains(w) || last.contains(w))
+                || EMAIL_FIELDS.iter().any(|f| text(r, f).is_some_and(|e| e.to_lowercase().contains(&whole)))
+                || (phone_like
+                    && PHONE_FIELDS.iter().any(|f| {
+                        text(r, f).is_some_and(|p| {
+                            p.chars().filter(char::is_ascii_digit).collect::<String>().contains(&digits)
+                        })
+                    }))
+        };
+        let mut found = Vec::new();
+        let mut offset = 0u64;
+        while found.len() < limit && (offset as usize) < MAX_SCAN {
+            let page = self.query(&query.clone().limit(offset, super::vtql::PAGE)).await?;
+            let got = page.len();
+            found.extend(page.into_iter().filter(|r| matches(r)));
+            if got < super::vtql::PAGE as usize {
+                break;
+            }
+            offset += u64::from(super::vtql::PAGE);
+        }
+        found.truncate(limit);
+        self.summaries(found).await
+    }
+
+    async fn find_by_phone(&self, phone: &PhoneNumber) -> Result<Vec<ContactSummary>, CrmError> {
+        let mut patterns: Vec<String> = phone.digits_patterns();
+        patterns.sort();
+        patterns.dedup();
+        let mut any = Vec::new();
+        for digits in &patterns {
+            for field in PHONE_FIELDS {
+                any.push(Cond::like(field, digits_in_order(digits))?);
+            }
+        }
+        let query = Query::select(&[], "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
+        let candidates = self.query_all(query, MAX_SCAN).await?;
+        let matching: Vec<Record> = candidates
+            .into_iter()
+            .filter(|r| {
+                PHONE_FIELDS.iter().any(|f| text(r, f).is_some_and(|stored| phone.matches_text(stored, self.region)))
+            })
+            .collect();
+        self.summaries(matching).await
+    }
+
+    async fn contact_card(&self, id: &str, options: &CardOptions) -> Result<ContactCard, CrmError> {
+        let record = self.existing_contact(id).await?;
+        let describe = self.describe("Contacts").await?;
+        let label = |field: &str, fallback: &str| describe.label_of(field).unwrap_or(fallback).to_owned();
+        let company = match text(&record, "account_id") {
+            Some(account) => self.retrieve(account).await.ok().and_then(|a| text(&a, "accountname").map(str::to_owned)),
+            None => None,
+        };
+        let owner = match text(&record, "assigned_user_id") {
+            Some(owner) => self.owner_name(owner).await,
+            None => None,
+        };
+        let extra_fields = self
+            .card_fields
+            .iter()
+            .filter_map(|f| text(&record, f).map(|v| LabeledValue::new(label(f, f), v)))
+            .collect();
+        let open = self.open_tickets(id).await?;
+        Ok(ContactCard {
+            id: id.to_owned(),
+            display_name: display_name(&record),
+            first_name: text(&record, "firstname").map(str::to_owned),
+            last_name: text(&record, "lastname").map(str::to_owned),
+            title: text(&record, "title").map(str::to_owned),
+            emails: EMAIL_FIELDS
+                .iter()
+                .filter_map(|f| text(&record, f).map(|v| LabeledValue::new(label(f, f), v)))
+                .collect(),
+            phones: PHONE_FIELDS
+                .iter()
+                .filter_map(|f| text(&record, f).map(|v| LabeledValue::new(label(f, f), v)))
+                .collect(),
+            company,
+            owner,
+            extra_fields,
+            figures: vec![LabeledValue::new("Open tickets", open.to_string())],
+            activities: self.activities(id, options.max_activities).await?,
+            record_url: self.record_url("Contacts", id),
+        })
+    }
+
+    async fn create_contact(&self, contact: &NewContact) -> Result<ContactSummary, CrmError> {
+        if contact.last_name.trim().is_empty() {
+            return Err(CrmError::validation("last_name", "is required"));
+        }
+        if let Some(email) = contact.email.as_deref().filter(|e| !email_is_plausible(e)) {
+            return Err(CrmError::validation("email", format!("{email:?} is not an e-mail address")));
+        }
+        let mut element = Map::new();
+        let mut put = |field: &str, value: Option<&str>| {
+            if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
+                element.insert(field.to_owned(), Value::String(v.to_owned()));
+            }
+        };
+        put("firstname", contact.first_name.as_deref());
+        put("lastname", Some(&contact.last_name));
+        put("email", contact.email.as_deref());
+        put("phone", contact.phone.as_deref());
+        put("mobile", contact.mobile.as_deref());
+        put("title", contact.title.as_deref());
+        put("description", contact.description.as_deref());
+        let created = self.create("Contacts", element).await?;
+        Ok(self.summary(&created, &BTreeMap::new()))
+    }
+
+    async fn log_call(&self, call: &CallLog) -> Result<LoggedCall, CrmError> {
+        if let Some(contact) = &call.contact_id {
+            self.existing_contact(contact).await?;
+        }
+        let marker = call_marker(&call.call_id);
+        let existing = self.logged_call(&marker).await?;
+        if let Some(record) = &existing {
+            // An answered event arriving after the call's final log must not undo it.
+            let finalised = matches!(text(record, "eventstatus"), Some("Held" | "Not Held"));
+            if finalised && call.stage == CallStage::Answered {
+                return Ok(LoggedCall { record_id: text(record, "id").unwrap_or_default().to_owned(), created: false });
+            }
+        }
+        let duration = i64::from(call.duration_secs.unwrap_or(0));
+        let (date_start, time_start) = date_time(call.started_at);
+        let (due_date, time_end) = date_time(call.started_at + duration);
+        let status = match (call.stage, call.outcome) {
+            (CallStage::Answered, _) => "Planned",
+            (CallStage::Ended, Some(CallOutcome::Completed) | None) => "Held",
+            (CallStage::Ended, Some(_)) => "Not Held",
+        };
+        let direction = match call.direction {
+            crmhub_core::crm::CallDirection::Inbound => "Inbound",
+            crmhub_core::crm::CallDirection::Outbound => "Outbound",
+        };
+        let mut description = Vec::new();
+        if let Some(notes) = call.notes.as_deref().filter(|n| !n.trim().is_empty()) {
+            description.push(notes.trim().to_owned());
+        }
+        let mut details = vec![format!("Direction: {direction}")];
+        details.extend(call.from.as_ref().map(|f| format!("From: {f}")));
+        details.extend(call.to.as_ref().map(|t| format!("To: {t}")));
+        details.extend(call.agent.as_ref().map(|a| format!("Agent: {a}")));
+        details.extend(call.outcome.map(|o| format!("Outcome: {o:?}")));
+        details.extend(call.duration_secs.map(|d| format!("Duration: {d} s")));
+        details.extend(call.recording_url.as_ref().map(|r| format!("Recording: {r}")));
+        description.push(details.join("\n"));
+        description.push(marker.clone());
+
+        let mut element = Map::new();
+        let counterpart = match call.direction {
+            crmhub_core::crm::CallDirection::Inbound => call.from.as_deref(),
+            crmhub_core::crm::CallDirection::Outbound => call.to.as_deref(),
+        };
+        let subject = format!("{direction} call{}", counterpart.map(|c| format!(" {c}")).unwrap_or_default());
+        for (field, value) in [
+            ("subject", subject),
+            ("activitytype", "Call".to_owned()),
+            ("date_start", date_start),
+            ("time_start", time_start),
+            ("due_date", due_date),
+            ("time_end", time_end),
+            ("duration_hours", (duration / 3600).to_string()),
+            ("eventstatus", status.to_owned()),
+            ("description", description.join("\n\n")),
+        ] {
+            element.insert(field.to_owned(), Value::String(value));
+        }
+        if let Some(contact) = &call.contact_id {
+            element.insert("contact_id".into(), Value::String(contact.clone()));
+        }
+        match existing {
+            Some(record) => {
+                let id = text(&record, "id").unwrap_or_default().to_owned();
+                self.revise(&id, element).await?;
+                Ok(LoggedCall { record_id: id, created: false })
+            }
+            None => {
+                let created = self.create("Events", element).await?;
+                Ok(LoggedCall { record_id: text(&created, "id").unwrap_or_default().to_owned(), created: true })
+            }
+        }
+    }
+
+    async fn add_note(&self, note: &NewNote) -> Result<String, CrmError> {
+        if note.body.trim().is_empty() {
+            return Err(CrmError::validation("body", "must not be empty"));
+        }
+        self.existing_contact(&note.contact_id).await?;
+        let mut element = Map::new();
+        element.insert("commentcontent".into(), Value::String(note.body.clone()));
+        element.insert("related_to".into(), Value::String(note.contact_id.clone()));
+        let created = self.create("ModComments", element).await?;
+        Ok(text(&created, "id").unwrap_or_default().to_owned())
+    }
+
+    async fn create_ticket(&self, ticket: &NewTicket) -> Result<String, CrmError> {
+        if ticket.title.trim().is_empty() {
+            return Err(CrmError::validation("title", "must not be empty"));
+        }
+        if let Some(contact) = &ticket.contact_id {
+            self.existing_contact(contact).await?;
+        }
+        let priority = match ticket.priority.unwrap_or(TicketPriority::Normal) {
+            TicketPriority::Low => "Low",
+            TicketPriority::Normal => "Normal",
+            TicketPriority::High => "High",
+            TicketPriority::Urgent => "Urgent",
+        };
+        let mut element = Map::new();
+        element.insert("ticket_title".into(), Value::String(ticket.title.trim().to_owned()));
+        element.insert("ticketpriorities".into(), Value::String(priority.into()));
+        element.insert("ticketstatus".into(), Value::String("Open".into()));
+        if let Some(description) = &ticket.description {
+            element.insert("description".into(), Value::String(description.clone()));
+        }
+        if let Some(contact) = &ticket.contact_id {
+            element.insert("contact_id".into(), Value::String(contact.clone()));
+        }
+        let created = self.create("HelpDesk", element).await?;
+        Ok(text(&created, "id").unwrap_or_default().to_owned())
+    }
+
+    async fn list_changes(&self, since: Option<&ChangeCursor>) -> Result<ChangePage, CrmError> {
+        let position = match since {
+            None => None,
+            Some(c) => Some(
+                serde_json::from_str::<FeedPosition>(&c.0)
+                    .map_err(|_| CrmError::validation("cursor", "is not a Vtiger change cursor"))?,
+            ),
+        };
+        let modified_time = match &position {
+            Some(FeedPosition::Sync { modified_time }) => Some(*modified_time),
+            None => Some(1),
+            Some(FeedPosition::Query { .. }) => None,
+        };
+        if let Some(modified_time) = modified_time {
+            if let Some(result) = self.sync(modified_time, "Contacts").await? {
+                let updated: Vec<Record> = result
+                    .get("updated")
+                    .and_then(Value::as_array)
+                    .map(|rows| rows.iter().filter_map(|r| r.as_object().cloned()).collect())
+                    .unwrap_or_default();
+                let deleted = result
+                    .get("deleted")
+                    .and_then(Value::as_array)
+                    .map(|ids| ids.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let last = result.get("lastModifiedTime").and_then(Value::as_i64).unwrap_or(modified_time);
+                let more = result.get("more").and_then(Value::as_bool).unwrap_or(false);
+                // `sync` returns changes strictly after `modifiedTime`, at one-second
+                // resolution: a record written later in the same second as the last change would
+                // never be reported. Re-reading that second repeats a few records (the feed is an
+                // upsert, so that is harmless) and loses none.
+                let last = if last > modified_time { last - 1 } else { last };
+                let companies = self.company_names(&updated).await?;
+                return Ok(ChangePage {
+                    updated: updated.iter().map(|r| contact_record(r, &companies)).collect(),
+                    deleted,
+                    next: cursor(&FeedPosition::Sync { modified_time: last }),
+                    more,
+                });
+            }
+        }
+        // Watermark on (modifiedtime, id): `id >` compares numerically in VTQL.
+        let (modified, after_id) = match position {
+            Some(FeedPosition::Query { modified, id }) => (modified, id),
+            Some(FeedPosition::Sync { modified_time }) => (date_time(modified_time).0 + " 00:00:00", "0x0".into()),
+            None => ("1970-01-01 00:00:00".into(), "0x0".into()),
+        };
+        let filter = Cond::Or(vec![
+            Cond::gt("modifiedtime", &modified)?,
+            Cond::And(vec![Cond::eq("modifiedtime", &modified)?, Cond::gt("id", &after_id)?]),
+        ]);
+        let query = Query::select(&[], "Contacts")?
+            .filter(filter)
+            .order_by("modifiedtime", false)?
+            .order_by("id", false)?
+            .limit(0, super::vtql::PAGE);
+        let rows = self.query(&query).await?;
+        let more = rows.len() == super::vtql::PAGE as usize;
+        let next = match rows.last() {
+            Some(last) => FeedPosition::Query {
+                modified: text(last, "modifiedtime").unwrap_or(&modified).to_owned(),
+                id: text(last, "id").unwrap_or(&after_id).to_owned(),
+            },
+            None => FeedPosition::Query { modified, id: after_id },
+        };
+        let companies = self.company_names(&rows).await?;
+        Ok(ChangePage {
+            updated: rows.iter().map(|r| contact_record(r, &companies)).collect(),
+            deleted: Vec::new(),
+            next: cursor(&next),
+            more,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(date_time(0), ("1970-01-01".into(), "00:00:00".into()));
+        assert_eq!(date_time(1_700_000_000), ("2023-11-14".into(), "22:13:20".into()));
+        assert_eq!(parse_date_time("2023-11-14 22:13:20"), Some(1_700_000_000));
+    }
+
+    #[test]
+    fn call_markers_are_searchable_and_safe() {
+        assert_eq!(call_marker("abc-123"), "[crmhub-call:abc-123]");
+        assert!(call_marker("a'b%c").starts_with("[crmhub-call:md5-"));
+        assert_eq!(strip_marker("hello\n[crmhub-call:x]"), "hello");
+    }
+}

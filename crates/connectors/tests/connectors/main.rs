@@ -1,0 +1,3 @@
+//! Connectors against their simulators, over real HTTP on 127.0.0.1.
+
+mod vtiger;

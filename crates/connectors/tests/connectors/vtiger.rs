@@ -1,0 +1,472 @@
+//! The native Vtiger connector against the Vtiger simulator.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crmhub_connectors::Connectors;
+use crmhub_connectors::auth::{MemoryAuthState, SharedAuth};
+use crmhub_connectors::conformance::{self, Backend};
+use crmhub_connectors::http::{HttpClient, Lane, OutboundMetrics, OutboundPolicy, RateSpec};
+use crmhub_connectors::vtiger::{Method, Vtiger};
+use crmhub_connectors::{ConnectionSpec, http::CallContext};
+use crmhub_core::crm::{CardOptions, Crm, CrmError};
+use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
+use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
+use crmhub_sim::vtiger::{Fault, Install, VtigerSimHandle, VtigerSimOptions, spawn};
+use serde_json::{Map, Value, json};
+
+const KEY: &str = "crmhubSimAdmin01";
+
+#[derive(Debug, Default)]
+struct Log(Mutex<Vec<RequestLogEntry>>);
+
+impl RequestLogSink for Log {
+    fn record(&self, entry: RequestLogEntry) {
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+struct Fixture {
+    sim: VtigerSimHandle,
+    connectors: Connectors,
+    auth_state: Arc<MemoryAuthState>,
+    log: Arc<Log>,
+}
+
+async fn fixture(options: VtigerSimOptions) -> Fixture {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..options }).await;
+    let log = Arc::new(Log::default());
+    let policy = OutboundPolicy {
+        allow_private: vec!["127.0.0.1/32".parse().unwrap()],
+        request_timeout: Duration::from_secs(2),
+        // The tests measure the connector, not the rate budget.
+        per_host: RateSpec::new(10_000.0, 10_000),
+        per_connection: RateSpec::new(10_000.0, 10_000),
+        ..OutboundPolicy::default()
+    };
+    let http = HttpClient::new(policy, OutboundMetrics::new(), log.clone(), Arc::new(SystemClock)).unwrap();
+    let auth_state = Arc::new(MemoryAuthState::default());
+    let connectors = Connectors::new(http, SharedAuth::new(auth_state.clone()));
+    Fixture { sim, connectors, auth_state, log }
+}
+
+impl Fixture {
+    fn crm_for(&self, connection: ConnectionId, username: &str, key: &str) -> Arc<dyn Crm> {
+        let host = Host::parse(&self.sim.base_url()).unwrap();
+        let fields = json!({"username": username, "card_fields": ["leadsource", "department"]});
+        let credentials: Credentials = [("access_key".to_owned(), Secret::new(key))].into_iter().collect();
+        let spec = ConnectionSpec {
+            tenant: TenantId::new(),
+            id: connection,
+            kind: &ConnectorKind::Vtiger,
+            host: &host,
+            fields: fields.as_object().unwrap(),
+            credentials: &credentials,
+            region: Some(PhoneRegion::parse("VN").unwrap()),
+        };
+        self.connectors.crm(spec, Lane::Interactive).unwrap()
+    }
+
+    fn crm(&self) -> Arc<dyn Crm> {
+        self.crm_for(ConnectionId::new(), "admin", KEY)
+    }
+
+    /// The protocol-level client, for operations beyond the Crm trait.
+    fn client(&self) -> Vtiger {
+        let host = Host::parse(&self.sim.base_url()).unwrap();
+        let fields = json!({"username": "admin"});
+        let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+        let http = HttpClient::new(
+            OutboundPolicy { allow_private: vec!["127.0.0.1/32".parse().unwrap()], ..OutboundPolicy::default() },
+            OutboundMetrics::new(),
+            self.log.clone(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let ctx = CallContext::new("vtiger", Lane::Interactive).for_connection(TenantId::new(), ConnectionId::new());
+        Vtiger::new(
+            http,
+            SharedAuth::new(self.auth_state.clone()),
+            ctx,
+            &host,
+            fields.as_object().unwrap(),
+            &credentials,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn contact(&self, first: &str, last: &str) -> String {
+        self.sim.insert_record("Contacts", [("firstname", first), ("lastname", last)])
+    }
+}
+
+struct SimBackend<'a>(&'a VtigerSimHandle);
+
+#[async_trait]
+impl Backend for SimBackend<'_> {
+    async fn add_contact(&self, first: &str, last: &str, email: &str, phone: &str) -> String {
+        self.0
+            .insert_record("Contacts", [("firstname", first), ("lastname", last), ("email", email), ("mobile", phone)])
+    }
+
+    async fn call_logs(&self, call_id: &str) -> usize {
+        let marker = format!("[crmhub-call:{call_id}]");
+        self.0.records("Events").iter().filter(|r| r.get("description").is_some_and(|d| d.contains(&marker))).count()
+    }
+
+    async fn notes(&self, contact_id: &str) -> Vec<String> {
+        self.0
+            .records("ModComments")
+            .into_iter()
+            .filter(|r| r.get("related_to").map(String::as_str) == Some(contact_id))
+            .filter_map(|r| r.get("commentcontent").cloned())
+            .collect()
+    }
+
+    async fn ticket_title(&self, ticket_id: &str, contact_id: &str) -> Option<String> {
+        let ticket = self.0.record(ticket_id)?;
+        (ticket.get("contact_id").map(String::as_str) == Some(contact_id)).then(|| ticket["ticket_title"].clone())
+    }
+
+    async fn remove_contact(&self, id: &str) {
+        assert!(self.0.delete_record(id));
+    }
+
+    fn region(&self) -> Option<PhoneRegion> {
+        Some(PhoneRegion::parse("VN").unwrap())
+    }
+}
+
+#[tokio::test]
+async fn passes_the_conformance_kit_on_a_stock_install() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    conformance::run(f.crm().as_ref(), &SimBackend(&f.sim)).await;
+}
+
+#[tokio::test]
+async fn passes_the_conformance_kit_where_sync_works() {
+    let f = fixture(VtigerSimOptions { sync: Install::Patched, ..VtigerSimOptions::default() }).await;
+    conformance::run(f.crm().as_ref(), &SimBackend(&f.sim)).await;
+    assert!(f.sim.operation_count("sync") > 0, "the working sync was used");
+}
+
+#[tokio::test]
+async fn one_login_serves_a_thousand_sequential_searches() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    f.contact("Susan", "Red");
+    let crm = f.crm();
+    for _ in 0..1000 {
+        assert_eq!(crm.search_contacts("red", 10).await.unwrap().len(), 1);
+    }
+    assert_eq!(f.sim.login_count("admin"), 1);
+    assert_eq!(f.sim.challenge_count("admin"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_with_an_expired_session_log_in_once_more() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    f.contact("Frank", "Redford");
+    let crm = f.crm();
+    crm.search_contacts("red", 10).await.unwrap();
+    assert_eq!(f.sim.login_count("admin"), 1);
+    f.sim.invalidate_sessions();
+    let (a, b) = tokio::join!(crm.search_contacts("red", 10), crm.search_contacts("frank", 10));
+    assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1), "both replayed after the re-login");
+    assert_eq!(f.sim.login_count("admin"), 2, "exactly one re-login");
+}
+
+#[tokio::test]
+async fn two_connections_sharing_one_user_log_in_once() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    f.contact("Shared", "User");
+    let first = f.crm_for(ConnectionId::new(), "admin", KEY);
+    let second = f.crm_for(ConnectionId::new(), "admin", KEY);
+    let (a, b) = tokio::join!(first.search_contacts("shared", 5), second.search_contacts("shared", 5));
+    assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1), "neither lost the challenge-token race");
+    assert_eq!(f.sim.login_count("admin"), 1);
+
+    // A connection naming the same user with a wrong key never inherits the session.
+    let wrong = f.crm_for(ConnectionId::new(), "admin", "not-the-key");
+    assert!(matches!(wrong.search_contacts("shared", 5).await, Err(CrmError::AuthFailed(_))));
+}
+
+#[tokio::test]
+async fn paging_reads_past_the_100_row_cap() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let ids: Vec<String> = (0..250).map(|i| f.contact(&format!("Page{i:03}"), "Pagination")).collect();
+    f.contact("Other", "Person");
+    let found = f.crm().search_contacts("pagination", 1000).await.unwrap();
+    assert_eq!(found.len(), 250, "all 250 of 250 matches");
+    let mut got: Vec<String> = found.into_iter().map(|c| c.id).collect();
+    got.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(got, want, "each exactly once");
+    assert!(f.sim.operation_count("query") >= 3, "read in 100-row pages");
+    assert_eq!(f.crm().search_contacts("pagination", 120).await.unwrap().len(), 120, "the limit is honoured");
+}
+
+#[tokio::test]
+async fn quotes_and_percent_signs_are_searched_literally() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let obrien = f.contact("Conan", "O'Brien");
+    let percent = f.contact("Deal", "100% Cotton");
+    f.contact("Plain", "Cotton");
+    let crm = f.crm();
+    let ids = |v: Vec<crmhub_core::crm::ContactSummary>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(ids(crm.search_contacts("O'Brien", 10).await.unwrap()), [obrien]);
+    assert_eq!(ids(crm.search_contacts("100%", 10).await.unwrap()), [percent]);
+    assert!(crm.search_contacts("x' OR '1'='1", 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_not_found() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let client = f.client();
+    assert!(matches!(client.retrieve("12x999999").await, Err(CrmError::NotFound { .. })));
+    let err = f.crm().contact_card("12x999999", &CardOptions::default()).await.unwrap_err();
+    assert!(matches!(err, CrmError::NotFound { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_missing_mandatory_field_is_a_validation_error_naming_it() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let client = f.client();
+    let mut element = Map::new();
+    element.insert("firstname".into(), Value::String("No".into()));
+    let err = client.create("Contacts", element).await.unwrap_err();
+    assert_eq!(
+        err,
+        CrmError::Validation {
+            field: "lastname".into(),
+            message: "Vtiger requires a value (lastname does not have a value)".into()
+        }
+    );
+    let mut event = Map::new();
+    for (k, v) in [
+        ("subject", "x"),
+        ("date_start", "2026-01-01"),
+        ("time_start", "10:00:00"),
+        ("due_date", "2026-01-01"),
+        ("duration_hours", "0"),
+        ("eventstatus", "Held"),
+        ("activitytype", "Call"),
+    ] {
+        event.insert(k.into(), Value::String(v.into()));
+    }
+    let err = client.create("Events", event).await.unwrap_err();
+    assert!(matches!(&err, CrmError::Validation { field, .. } if field == "time_end"), "{err:?}");
+    assert!(f.sim.records("Contacts").is_empty() && f.sim.records("Events").is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn server_faults_are_typed_errors() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let crm = f.crm();
+    crm.check().await.unwrap();
+
+    f.sim.set_fault(Fault::Http500Empty);
+    let err = crm.search_contacts("x", 5).await.unwrap_err();
+    assert!(matches!(&err, CrmError::Unavailable(m) if m.contains("HTTP 500")), "{err:?}");
+    assert!(err.is_transient());
+
+    f.sim.set_fault(Fault::DropConnection);
+    assert!(matches!(crm.search_contacts("x", 5).await, Err(CrmError::Unavailable(_))));
+
+    f.sim.set_fault(Fault::Latency(Duration::from_secs(5)));
+    assert!(matches!(crm.search_contacts("x", 5).await, Err(CrmError::Unavailable(_))), "timed out");
+
+    f.sim.clear_fault();
+    crm.search_contacts("x", 5).await.expect("recovers once the fault is gone");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_protocol_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/webservice.php",
+        axum::routing::any(|| async { ([("content-type", "application/json")], "{\"success\":tru") }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let f = fixture(VtigerSimOptions::default()).await;
+    let host = Host::parse(&format!("http://{addr}")).unwrap();
+    let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+    let fields = json!({"username": "admin"});
+    let spec = ConnectionSpec {
+        tenant: TenantId::new(),
+        id: ConnectionId::new(),
+        kind: &ConnectorKind::Vtiger,
+        host: &host,
+        fields: fields.as_object().unwrap(),
+        credentials: &credentials,
+        region: None,
+    };
+    let err = f.connectors.crm(spec, Lane::Interactive).unwrap().check().await.unwrap_err();
+    assert!(matches!(err, CrmError::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn describe_is_cached_and_custom_operations_are_callable() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let client = f.client();
+    let contacts = client.describe("Contacts").await.unwrap();
+    assert_eq!(contacts.id_prefix, "12");
+    assert!(contacts.fields.iter().any(|field| field.name == "lastname" && field.mandatory));
+    client.describe("Contacts").await.unwrap();
+    assert_eq!(f.sim.operation_count("describe"), 1);
+    let types = client.list_types().await.unwrap();
+    assert!(types["types"].as_array().unwrap().iter().any(|t| t == "Contacts"));
+
+    let translated = client
+        .call_operation(
+            "gettranslation",
+            Method::Post,
+            &[
+                ("totranslate", "[\"SINGLE_Contacts\"]".into()),
+                ("language", "ru_ru".into()),
+                ("module", "Contacts".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(translated["SINGLE_Contacts"], "Контакт");
+
+    let created =
+        client.create("Contacts", json!({"lastname": "Revisable"}).as_object().unwrap().clone()).await.unwrap();
+    assert_eq!(created["assigned_user_id"], "19x1", "defaults to the logged-in user");
+    let id = created["id"].as_str().unwrap();
+    let revised = client.revise(id, json!({"title": "CTO"}).as_object().unwrap().clone()).await.unwrap();
+    assert_eq!((revised["title"].as_str(), revised["lastname"].as_str()), (Some("CTO"), Some("Revisable")));
+    client.delete(id).await.unwrap();
+    assert!(matches!(client.retrieve(id).await, Err(CrmError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn the_card_has_company_owner_fields_and_activities() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let account = f.sim.insert_record("Accounts", [("accountname", "Red Industries")]);
+    let id = f.sim.insert_record(
+        "Contacts",
+        [
+            ("firstname", "Susan"),
+            ("lastname", "Red"),
+            ("account_id", account.as_str()),
+            ("email", "susan@red.example"),
+            ("mobile", "+84 912 345 678"),
+            ("leadsource", "Web Site"),
+            ("title", "Buyer"),
+        ],
+    );
+    f.sim.insert_record("ModComments", [("commentcontent", "Prefers e-mail"), ("related_to", id.as_str())]);
+    f.sim.insert_record(
+        "HelpDesk",
+        [
+            ("ticket_title", "Late delivery"),
+            ("ticketstatus", "Open"),
+            ("ticketpriorities", "High"),
+            ("contact_id", id.as_str()),
+        ],
+    );
+    let card = f.crm().contact_card(&id, &CardOptions::default()).await.unwrap();
+    assert_eq!(card.display_name, "Susan Red");
+    assert_eq!(card.company.as_deref(), Some("Red Industries"));
+    assert!(card.owner.is_some());
+    assert_eq!(card.title.as_deref(), Some("Buyer"));
+    assert!(card.emails.iter().any(|e| e.value == "susan@red.example"));
+    assert!(card.extra_fields.iter().any(|f| f.value == "Web Site"), "{:?}", card.extra_fields);
+    assert!(card.activities.iter().any(|a| a.body.as_deref() == Some("Prefers e-mail")));
+    assert!(card.activities.iter().any(|a| a.subject.contains("Late delivery")));
+    assert_eq!(card.figures[0].value, "1", "one open ticket");
+    assert!(card.record_url.unwrap().ends_with(&format!("record={}", id.split_once('x').unwrap().1)));
+}
+
+#[tokio::test]
+async fn session_names_never_reach_the_request_log_or_the_logs() {
+    let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let captured = captured.clone();
+        move || CaptureWriter(captured.clone())
+    };
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(writer).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = fixture(VtigerSimOptions::default()).await;
+    f.contact("Susan", "Red");
+    let crm = f.crm();
+    crm.search_contacts("red", 5).await.unwrap();
+    f.sim.invalidate_sessions();
+    crm.search_contacts("red", 5).await.unwrap(); // a second session, via re-login
+    crm.create_contact(&crmhub_core::crm::NewContact { last_name: "Logged".into(), ..Default::default() })
+        .await
+        .unwrap();
+
+    let mut sessions = Vec::new();
+    for stored in f.auth_state_values().await {
+        let parsed: Value = serde_json::from_str(&stored).unwrap();
+        sessions.push(parsed["session"].as_str().unwrap().to_owned());
+    }
+    assert!(!sessions.is_empty());
+    let entries = f.log.0.lock().unwrap().clone();
+    assert!(entries.len() >= 6, "logins, queries and the create were logged");
+    let log_text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    for entry in &entries {
+        let all = format!("{} {:?} {:?} {:?}", entry.url, entry.request_body, entry.response_body, entry.error);
+        assert!(!all.contains(KEY), "access key in the request log: {all}");
+        for session in &sessions {
+            assert!(!all.contains(session.as_str()), "sessionName in the request log: {all}");
+        }
+    }
+    assert!(entries.iter().any(|e| e.url.contains("sessionName=%5Bredacted%5D")), "the parameter is kept, redacted");
+    for session in &sessions {
+        assert!(!log_text.contains(session.as_str()), "sessionName in the logs");
+    }
+    assert!(log_text.contains("logged in to Vtiger"), "logs were captured");
+}
+
+#[derive(Clone)]
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Fixture {
+    async fn auth_state_values(&self) -> Vec<String> {
+        use crmhub_core::auth_state::AuthStateStore;
+        let host = Host::parse(&self.sim.base_url()).unwrap();
+        let mut values = Vec::new();
+        // The connector's key: account plus a hash of the access key.
+        use md5::{Digest, Md5};
+        let key_hash = hex::encode(&Md5::digest(format!("crmhub:{KEY}"))[..8]);
+        let key = format!("vtiger:{}:admin:{key_hash}", host.as_str());
+        if let Some(v) = self.auth_state.load(&key).await.unwrap() {
+            values.push(v.expose().to_owned());
+        }
+        values
+    }
+}
+
+#[tokio::test]
+async fn connections_are_validated_before_they_are_stored() {
+    let kind = ConnectorKind::Vtiger;
+    let no_user = json!({});
+    let creds: Credentials = [("access_key".to_owned(), Secret::new("k"))].into_iter().collect();
+    let err = crmhub_connectors::validate(&kind, no_user.as_object().unwrap(), &creds).unwrap_err();
+    assert!(matches!(&err, CrmError::Validation { field, .. } if field == "fields.username"), "{err:?}");
+    let err = crmhub_connectors::validate(&kind, json!({"username": "a"}).as_object().unwrap(), &Credentials::new())
+        .unwrap_err();
+    assert!(matches!(&err, CrmError::Validation { field, .. } if field == "credentials.access_key"), "{err:?}");
+    let bad = json!({"username": "a", "card_fields": ["ok", "bad field"]});
+    let err = crmhub_connectors::validate(&kind, bad.as_object().unwrap(), &creds).unwrap_err();
+    assert!(matches!(&err, CrmError::Validation { field, .. } if field == "fields.card_fields[1]"), "{err:?}");
+}
