@@ -61,9 +61,17 @@ pub enum Command {
     /// Manage a tenant's connections to CRMs and services.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Manage integration templates (declarative CRM and SMS APIs).
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Inspect the job queue and redrive dead jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Configure a tenant's channels (the social inbox).
+    #[command(subcommand)]
+    Channel(crate::commands::channel::ChannelCommand),
+    /// Print a signed social-inbox URL, as the platform would send it, for testing by hand.
+    Sign(crate::commands::channel::SignArgs),
     /// Manage the master key that encrypts secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -150,6 +158,14 @@ pub enum ConnectionCommand {
         field: Vec<String>,
         #[command(flatten)]
         credentials: CredentialArgs,
+        /// For template:NAME connections: the template version (default: the latest).
+        #[arg(long)]
+        template_version: Option<u32>,
+        /// The call centre this connection serves.
+        #[arg(long)]
+        call_centre_id: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
     },
     /// List a tenant's connections.
     List {
@@ -205,6 +221,34 @@ pub enum ConnectionCommand {
         #[command(flatten)]
         tenant: TenantArg,
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Validate a template file and list every problem with its path (exit 1 if any).
+    Check {
+        /// YAML or JSON file.
+        file: PathBuf,
+    },
+    /// Publish a template (or a new version of it) for every tenant.
+    Publish { file: PathBuf },
+    /// Store a template private to one tenant (or a new version of it).
+    Create {
+        #[command(flatten)]
+        tenant: TenantArg,
+        file: PathBuf,
+    },
+    /// List the latest version of each template (published, plus the tenant's private ones).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show a template's versions and its latest source.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 

@@ -43,6 +43,12 @@ impl SharedAuth {
         Self { store, locks: Arc::default(), cache: Arc::default() }
     }
 
+    /// The durable store behind the shared state, for connectors that keep other small state
+    /// there (a template connector's call-id → record-id map).
+    pub fn store(&self) -> Arc<dyn AuthStateStore> {
+        self.store.clone()
+    }
+
     /// The session to use now, if any: this process's copy, else the shared store's.
     pub async fn current(&self, key: &AuthKey) -> Result<Option<Secret>, CrmError> {
         if let Some(hit) = self.cached(&key.state) {

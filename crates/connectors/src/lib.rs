@@ -5,11 +5,12 @@
 pub mod auth;
 pub mod conformance;
 pub mod http;
+pub mod template;
 pub mod vtiger;
 
 use std::sync::Arc;
 
-use crmhub_core::crm::{Crm, CrmError};
+use crmhub_core::crm::{Crm, CrmError, SmsSender};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, TenantId};
 use serde_json::{Map, Value};
 
@@ -43,6 +44,8 @@ pub struct ConnectionSpec<'a> {
     pub credentials: &'a Credentials,
     /// How to read phone numbers stored without a country code.
     pub region: Option<PhoneRegion>,
+    /// For `template:NAME` connections: the template version the connection is pinned to.
+    pub template: Option<(&'a Arc<template::Template>, u32)>,
 }
 
 /// Builds connectors over the shared HTTP client and login state.
@@ -70,8 +73,49 @@ impl Connectors {
                 spec.credentials,
                 spec.region,
             )?)),
+            ConnectorKind::Template(_) => Ok(self.template(spec, ctx)?),
             other => Err(unavailable(other)),
         }
+    }
+
+    /// The SMS provider behind an `sms` template connection.
+    pub fn sms(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn SmsSender>, CrmError> {
+        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
+        match spec.kind {
+            ConnectorKind::Template(_) => Ok(self.template(spec, ctx)?),
+            other => Err(CrmError::validation("kind", format!("a {other} connection cannot send SMS"))),
+        }
+    }
+
+    /// The template connector itself, for running a template's own endpoints by name.
+    pub fn template_connector(
+        &self,
+        spec: ConnectionSpec<'_>,
+        lane: Lane,
+    ) -> Result<Arc<template::TemplateConnector>, CrmError> {
+        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
+        self.template(spec, ctx)
+    }
+
+    fn template(
+        &self,
+        spec: ConnectionSpec<'_>,
+        ctx: CallContext,
+    ) -> Result<Arc<template::TemplateConnector>, CrmError> {
+        let (template, version) = spec
+            .template
+            .ok_or_else(|| CrmError::validation("kind", format!("the template of {} could not be found", spec.kind)))?;
+        Ok(Arc::new(template::TemplateConnector::new(
+            template.clone(),
+            version,
+            self.http.clone(),
+            self.auth.clone(),
+            ctx,
+            spec.host,
+            spec.fields,
+            spec.credentials,
+            spec.region,
+        )?))
     }
 }
 
@@ -93,6 +137,8 @@ pub fn validate(kind: &ConnectorKind, fields: &Map<String, Value>, credentials: 
             }
             Ok(())
         }
+        // Template connections are checked against their template (`template::connection_values`)
+        // by whoever resolved the template.
         ConnectorKind::Kommo | ConnectorKind::Unisender | ConnectorKind::Template(_) => Ok(()),
     }
 }

@@ -358,3 +358,15 @@ pub trait Crm: Send + Sync {
         Err(CrmError::Unsupported { capability: Capability::ListChanges })
     }
 }
+
+/// What an SMS provider returns for an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SmsReceipt {
+    pub message_id: Option<String>,
+}
+
+/// Sends text messages through a provider (an `sms` integration template).
+#[async_trait::async_trait]
+pub trait SmsSender: Send + Sync {
+    async fn send_sms(&self, to: &PhoneNumber, text: &str, sender: Option<&str>) -> Result<SmsReceipt, CrmError>;
+}

@@ -18,6 +18,14 @@ pub struct ConnectionInput {
     pub fields: Map<String, Value>,
     #[serde(default)]
     pub credentials: Map<String, Value>,
+    /// For `template:NAME` connections: the version to use (default: the latest).
+    pub template_version: Option<u32>,
+    /// The integrator's data kept with the connection (seed: ID Callcenter, Description, Info,
+    /// Iframe).
+    pub call_centre_id: Option<String>,
+    pub description: Option<String>,
+    pub info: Option<Value>,
+    pub iframe: Option<Value>,
 }
 
 impl TryFrom<ConnectionInput> for NewConnection {
@@ -30,10 +38,41 @@ impl TryFrom<ConnectionInput> for NewConnection {
             host: Host::parse(&input.host)?,
             fields: check_fields(input.fields)?,
             credentials: parse_credentials(input.credentials)?,
+            template_version: input.template_version,
+            details: details(input.call_centre_id, input.description, input.info, input.iframe)?,
         };
         check_for_kind(&connection.kind, &connection.fields, &connection.credentials)?;
         Ok(connection)
     }
+}
+
+/// The integrator's data as stored in a connection's `details`.
+pub fn details(
+    call_centre_id: Option<String>,
+    description: Option<String>,
+    info: Option<Value>,
+    iframe: Option<Value>,
+) -> Result<Map<String, Value>, FieldError> {
+    let mut details = Map::new();
+    if let Some(id) = call_centre_id {
+        if id.len() > 100 {
+            return Err(FieldError::new("call_centre_id", "must be at most 100 characters"));
+        }
+        details.insert("call_centre_id".into(), Value::String(id));
+    }
+    if let Some(description) = description {
+        details.insert("description".into(), Value::String(description));
+    }
+    for (name, value) in [("info", info), ("iframe", iframe)] {
+        match value {
+            None => {}
+            Some(v @ (Value::Object(_) | Value::Array(_))) => {
+                details.insert(name.into(), v);
+            }
+            Some(_) => return Err(FieldError::new(name, "must be a JSON object or list")),
+        }
+    }
+    Ok(details)
 }
 
 /// What the connector itself requires (Vtiger: `fields.username`, `credentials.access_key`).

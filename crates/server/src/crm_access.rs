@@ -4,10 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crmhub_connectors::http::Lane;
+use crmhub_connectors::http::{AddressPolicy, Lane};
+use crmhub_connectors::template::{Template, TemplateConnector};
 use crmhub_connectors::{ConnectionSpec, Connectors};
-use crmhub_core::crm::{Capability, Crm, CrmError, LabeledValue};
-use crmhub_core::{ConnectionId, ConnectionStatus, UnixMillis};
+use crmhub_core::Credentials;
+use crmhub_core::crm::{Capability, Crm, CrmError, LabeledValue, SmsSender};
+use crmhub_core::{ConnectionId, ConnectionStatus, ConnectorKind, UnixMillis};
+
+use crate::templates::TemplateRegistry;
 use crmhub_store::Store;
 use crmhub_store::connections::Connection;
 use crmhub_store::tenants::Tenant;
@@ -15,9 +19,11 @@ use serde::Serialize;
 
 /// Connectors kept per connection and lane, so that caches inside them (Vtiger's describe,
 /// the sync probe) outlive one request. An entry is rebuilt when the connection changes.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct CrmRegistry {
     built: Arc<Mutex<HashMap<BuiltKey, Built>>>,
+    templates: TemplateRegistry,
+    policy: AddressPolicy,
 }
 
 /// A connection, and whether its calls go in the interactive lane.
@@ -27,6 +33,10 @@ type BuiltKey = (ConnectionId, bool);
 type Built = (UnixMillis, Arc<dyn Crm>);
 
 impl CrmRegistry {
+    pub fn new(templates: TemplateRegistry, policy: AddressPolicy) -> Self {
+        Self { built: Arc::default(), templates, policy }
+    }
+
     pub async fn crm(
         &self,
         store: &Store,
@@ -41,19 +51,69 @@ impl CrmRegistry {
                 return Ok(crm.clone());
             }
         }
-        let credentials = store.connections(tenant.id).credentials(connection.id).await?;
-        let spec = ConnectionSpec {
-            tenant: tenant.id,
-            id: connection.id,
-            kind: &connection.kind,
-            host: &connection.host,
-            fields: &connection.fields,
-            credentials: &credentials,
-            region: tenant.phone_region,
-        };
+        let (credentials, template) = self.parts(store, tenant, connection).await?;
+        let spec = spec(tenant, connection, &credentials, &template);
         let crm = connectors.crm(spec, lane)?;
         self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (connection.updated_at, crm.clone()));
         Ok(crm)
+    }
+
+    /// The SMS provider behind an `sms` template connection.
+    pub async fn sms(
+        &self,
+        store: &Store,
+        connectors: &Connectors,
+        tenant: &Tenant,
+        connection: &Connection,
+    ) -> Result<Arc<dyn SmsSender>, AccessError> {
+        let (credentials, template) = self.parts(store, tenant, connection).await?;
+        Ok(connectors.sms(spec(tenant, connection, &credentials, &template), Lane::Interactive)?)
+    }
+
+    /// A template connection's connector, to run one of its endpoints by name.
+    pub async fn template_connector(
+        &self,
+        store: &Store,
+        connectors: &Connectors,
+        tenant: &Tenant,
+        connection: &Connection,
+    ) -> Result<Arc<TemplateConnector>, AccessError> {
+        let (credentials, template) = self.parts(store, tenant, connection).await?;
+        Ok(connectors.template_connector(spec(tenant, connection, &credentials, &template), Lane::Interactive)?)
+    }
+
+    async fn parts(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        connection: &Connection,
+    ) -> Result<(Credentials, Option<(Arc<Template>, u32)>), AccessError> {
+        let credentials = store.connections(tenant.id).credentials(connection.id).await?;
+        let template = match &connection.kind {
+            ConnectorKind::Template(name) => {
+                Some(self.templates.resolve(store, &self.policy, tenant.id, name, connection.template_version).await?)
+            }
+            _ => None,
+        };
+        Ok((credentials, template))
+    }
+}
+
+fn spec<'a>(
+    tenant: &Tenant,
+    connection: &'a Connection,
+    credentials: &'a Credentials,
+    template: &'a Option<(Arc<Template>, u32)>,
+) -> ConnectionSpec<'a> {
+    ConnectionSpec {
+        tenant: tenant.id,
+        id: connection.id,
+        kind: &connection.kind,
+        host: &connection.host,
+        fields: &connection.fields,
+        credentials,
+        region: tenant.phone_region,
+        template: template.as_ref().map(|(t, v)| (t, *v)),
     }
 }
 

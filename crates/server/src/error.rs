@@ -26,8 +26,14 @@ pub enum ApiError {
     /// A field's value is unacceptable; the message names the field.
     #[error("{0}")]
     Invalid(FieldError),
+    /// A template with problems; every one is listed with its path.
+    #[error("the template has {} problem(s)", .0.0.len())]
+    InvalidTemplate(crmhub_connectors::template::TemplateErrors),
     #[error("{0}")]
     TooManyRequests(String),
+    /// The remote system (a CRM) failed; the message is safe to show.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -48,7 +54,9 @@ impl ApiError {
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Self::InvalidTemplate(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -82,6 +90,10 @@ impl IntoResponse for ApiError {
             }
             Self::Invalid(e) => json!({"error": {"code": code, "message": e.to_string(), "field": e.field}}),
             Self::Conflict { field, message } => json!({"error": {"code": code, "message": message, "field": field}}),
+            Self::InvalidTemplate(errors) => {
+                let details: Vec<_> = errors.0.iter().map(|e| json!({"path": e.path, "message": e.message})).collect();
+                json!({"error": {"code": code, "message": self.to_string(), "details": details}})
+            }
             other => json!({"error": {"code": code, "message": other.to_string()}}),
         };
         let mut response = (status, Json(body)).into_response();

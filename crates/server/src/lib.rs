@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod channels;
 pub mod config;
 pub mod connection_input;
 pub mod crm_access;
@@ -16,6 +17,7 @@ pub mod request_log_writer;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod templates;
 
 pub use config::Settings;
 pub use startup::{Application, ApplicationBuilder};

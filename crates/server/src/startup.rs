@@ -19,7 +19,7 @@ use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
 use crate::metrics;
 use crate::request_log_writer::RequestLogWriter;
 use crate::state::AppState;
-use crate::{admin, maintenance, ops};
+use crate::{admin, channels, maintenance, ops};
 
 /// Options beyond the configuration file: what tests and embedders substitute.
 pub struct ApplicationBuilder {
@@ -81,7 +81,7 @@ impl ApplicationBuilder {
 fn router(state: &AppState, extra: Option<Router<AppState>>) -> Router {
     let mut routes = ops::router();
     if state.settings.server.role.runs_api() {
-        routes = routes.merge(admin::router());
+        routes = routes.merge(admin::router()).merge(channels::router());
     }
     if let Some(extra) = extra {
         routes = routes.merge(extra);

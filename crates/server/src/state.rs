@@ -10,10 +10,12 @@ use crmhub_core::Clock;
 use crmhub_store::Store;
 use tokio::sync::Notify;
 
+use crate::channels::social_inbox::ChannelCache;
 use crate::config::Settings;
 use crate::crm_access::CrmRegistry;
 use crate::metrics::Metrics;
 use crate::request_log_writer::{self, RequestLogWriter};
+use crate::templates::TemplateRegistry;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +26,10 @@ pub struct AppState {
     pub connectors: Connectors,
     /// Connectors already built, per connection.
     pub crms: CrmRegistry,
+    /// Parsed integration template versions.
+    pub templates: TemplateRegistry,
+    /// Social-inbox channels looked up recently, per tenant slug.
+    pub social_inbox: ChannelCache,
     pub metrics: Arc<Metrics>,
     /// Wakes idle workers of this instance when work is enqueued here.
     pub jobs_wake: Arc<Notify>,
@@ -40,16 +46,28 @@ impl AppState {
         let http = HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), clock)
             .context("building the outbound HTTP client")?;
         let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())));
+        let templates = TemplateRegistry::default();
+        let policy = crmhub_connectors::http::AddressPolicy::new(http.policy().allow_private.clone());
+        crate::templates::publish_shipped(&store, &policy).await?;
         let state = Self {
             settings: Arc::new(settings),
             store,
             http,
             connectors,
-            crms: CrmRegistry::default(),
+            crms: CrmRegistry::new(templates.clone(), policy),
+            templates,
+            social_inbox: ChannelCache::default(),
             metrics,
             jobs_wake: Arc::new(Notify::new()),
         };
         Ok((state, writer))
+    }
+}
+
+impl AppState {
+    /// The outbound address policy, which template URLs must obey too.
+    pub fn address_policy(&self) -> crmhub_connectors::http::AddressPolicy {
+        crmhub_connectors::http::AddressPolicy::new(self.http.policy().allow_private.clone())
     }
 }
 

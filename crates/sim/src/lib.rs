@@ -3,4 +3,8 @@
 //! socket, and exposes a handle for tests to inspect and perturb it.
 #![forbid(unsafe_code)]
 
+pub mod json_crm;
+pub mod sms;
 pub mod vtiger;
+
+mod support;

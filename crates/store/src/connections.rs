@@ -24,6 +24,10 @@ pub struct Connection {
     pub credential_names: Vec<String>,
     pub status: ConnectionStatus,
     pub last_error: Option<String>,
+    /// For `template:NAME` connections: the template version this connection runs.
+    pub template_version: Option<u32>,
+    /// The integrator's data: call-centre id, description, info and iframe JSON.
+    pub details: Map<String, Value>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -35,6 +39,8 @@ pub struct NewConnection {
     pub host: Host,
     pub fields: Map<String, Value>,
     pub credentials: Credentials,
+    pub template_version: Option<u32>,
+    pub details: Map<String, Value>,
 }
 
 /// A partial update: `None` leaves the value as it is. Credentials change only through
@@ -45,6 +51,8 @@ pub struct ConnectionUpdate {
     pub host: Option<Host>,
     pub fields: Option<Map<String, Value>>,
     pub status: Option<ConnectionStatus>,
+    pub template_version: Option<u32>,
+    pub details: Option<Map<String, Value>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -58,6 +66,8 @@ struct ConnectionRow {
     credential_names: String,
     status: String,
     last_error: Option<String>,
+    template_version: Option<i32>,
+    details: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -77,14 +87,16 @@ impl TryFrom<ConnectionRow> for Connection {
             credential_names: parse_json("connection", &row.id, &row.credential_names)?,
             status: ConnectionStatus::parse(&row.status).map_err(corrupt)?,
             last_error: row.last_error,
+            template_version: row.template_version.and_then(|v| u32::try_from(v).ok()),
+            details: parse_json("connection", &row.id, &row.details)?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
     }
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, name, kind, host, fields, credential_names, status, last_error, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, name, kind, host, fields, credential_names, status, last_error, template_version, details, \
+     created_at, updated_at";
 
 /// Associated data binding sealed credentials to their row.
 fn seal_context(id: ConnectionId) -> String {
@@ -119,16 +131,19 @@ impl Connections<'_> {
             credential_names: names,
             status: ConnectionStatus::Active,
             last_error: None,
+            template_version: new.template_version,
+            details: new.details,
             created_at: now,
             updated_at: now,
         };
         let fields = Value::Object(connection.fields.clone()).to_string();
+        let details = Value::Object(connection.details.clone()).to_string();
         let names = serde_json::to_string(&connection.credential_names).unwrap_or_else(|_| "[]".into());
         let result = on_pool!(&self.store.db, |pool| {
             sqlx::query(
                 "INSERT INTO connections (id, tenant_id, name, kind, host, fields, credential_names, \
-                 credentials_sealed, status, last_error, created_at, updated_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10 \
+                 credentials_sealed, status, last_error, template_version, details, created_at, updated_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $11, $12, $10, $10 \
                  WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $2)",
             )
             .bind(id.to_string())
@@ -141,6 +156,8 @@ impl Connections<'_> {
             .bind(sealed.as_deref())
             .bind(connection.status.as_str())
             .bind(now)
+            .bind(connection.template_version.map(i64::from))
+            .bind(&details)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
@@ -183,6 +200,12 @@ impl Connections<'_> {
         if let Some(fields) = update.fields {
             connection.fields = fields;
         }
+        if let Some(version) = update.template_version {
+            connection.template_version = Some(version);
+        }
+        if let Some(details) = update.details {
+            connection.details = details;
+        }
         if let Some(status) = update.status {
             connection.status = status;
             if status == ConnectionStatus::Active {
@@ -191,10 +214,11 @@ impl Connections<'_> {
         }
         connection.updated_at = self.store.now();
         let fields = Value::Object(connection.fields.clone()).to_string();
+        let details = Value::Object(connection.details.clone()).to_string();
         let done = on_pool!(&self.store.db, |pool| {
             sqlx::query(
-                "UPDATE connections SET name = $3, host = $4, fields = $5, status = $6, last_error = $7, updated_at = $8 \
-                 WHERE tenant_id = $1 AND id = $2",
+                "UPDATE connections SET name = $3, host = $4, fields = $5, status = $6, last_error = $7, updated_at = $8, \
+                 template_version = $9, details = $10 WHERE tenant_id = $1 AND id = $2",
             )
             .bind(self.tenant.to_string())
             .bind(id.to_string())
@@ -204,6 +228,8 @@ impl Connections<'_> {
             .bind(connection.status.as_str())
             .bind(connection.last_error.as_deref())
             .bind(connection.updated_at)
+            .bind(connection.template_version.map(i64::from))
+            .bind(&details)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())

@@ -13,6 +13,7 @@ pub mod request_log;
 mod rows;
 pub mod secrets;
 pub mod settings;
+pub mod templates;
 pub mod tenants;
 pub mod vault;
 

@@ -13,10 +13,15 @@ use crmhub_store::connections::{ConnectionUpdate, NewConnection};
 use crmhub_store::tenants::NewTenant;
 use serde_json::json;
 
+use super::channel;
 use super::serve::wait_for_signal;
+use super::templates_demo;
 
 /// Contacts the simulator holds besides the protocol's own examples.
 const SEEDED_CONTACTS: usize = 300;
+
+/// The social inbox secret of tenant `demo`, for both endpoints: the protocol README's example.
+const DEMO_SECRET: &str = "changeme!";
 
 pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (data_dir, _temp) = match data_dir {
@@ -37,6 +42,17 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let mut app = Application::builder(settings).listener(listener).build().await?;
     let base = format!("http://{}", app.local_addr());
     let setup = seed_tenant(app.state(), &crm).await?;
+    let book = templates_demo::start_contactbook().await?;
+    let shop = templates_demo::seed_tenant(app.state(), &book).await?;
+    let susan = crm
+        .records("Contacts")
+        .into_iter()
+        .find(|c| c.get("firstname").is_some_and(|f| f == "Susan") && c.get("lastname").is_some_and(|l| l == "Red"))
+        .and_then(|c| c.get("id").cloned())
+        .context("the simulator has no Susan Red")?;
+    let public_url = url::Url::parse(&base)?;
+    let social =
+        channel::configure_demo(&app.state().store, "demo", setup.connection, DEMO_SECRET, &public_url, &susan).await?;
 
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
     if let Some(token) = app.take_generated_admin_token() {
@@ -52,6 +68,26 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     );
     println!("  Test the connection: POST {base}/admin/v1/tenants/demo/connections/{}/test", setup.connection);
     println!();
+    println!("Social inbox (the platform's \"Custom CRM\" integration), secret `{DEMO_SECRET}` for both endpoints:");
+    println!("  Search Endpoint URL: {}", social.search_endpoint);
+    println!("  Iframe Endpoint URL: {}", social.iframe_endpoint);
+    println!("  Signed search for \"red\" (JSON):");
+    println!("    {}", social.search);
+    println!("  Signed contact card of Susan Red, with a sample conversation (HTML):");
+    println!("    {}", social.card);
+    println!("  The links are valid for 24 hours; change any parameter and the signature no longer matches (403).");
+    println!(
+        "  More: CRMHUB_DATA_DIR={} CRMHUB_LISTEN={listen} crmhub sign --tenant demo --search NAME",
+        data_dir.display()
+    );
+    println!();
+    println!(
+        "Tenant `shop` reaches a JSON REST CRM (simulated at {}) through the `contactbook` integration template:",
+        book.base_url()
+    );
+    println!("  Test the connection: POST {base}/admin/v1/tenants/shop/connections/{shop}/test");
+    println!("  The template: GET {base}/admin/v1/templates/contactbook (format: docs/templates.md)");
+    println!();
     println!("Health: {base}/healthz  Ready: {base}/readyz  Metrics: {base}/metrics");
     println!("Press Ctrl-C to stop.");
     let shutdown = app.shutdown_token();
@@ -61,6 +97,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     });
     let result = app.run_until_stopped().await;
     crm.shutdown().await;
+    book.shutdown().await;
     result
 }
 
@@ -151,6 +188,8 @@ async fn seed_tenant(state: &AppState, crm: &VtigerSimHandle) -> anyhow::Result<
                         .cloned()
                         .unwrap_or_default(),
                     credentials,
+                    template_version: None,
+                    details: Default::default(),
                 })
                 .await?
         }

@@ -1,10 +1,13 @@
 //! One module per command group.
 
+pub(crate) mod channel;
 mod demo;
 mod jobs;
 mod keys;
 mod records;
 mod serve;
+mod templates;
+mod templates_demo;
 
 use std::sync::Arc;
 
@@ -54,8 +57,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connection(ConnectionCommand::Test { tenant, id }) => {
             records::test_connection(settings, &tenant.tenant, &id).await
         }
-        Command::Connection(command) => records::connection(open_store(&settings).await?, command).await,
+        Command::Connection(command) => {
+            let policy = crmhub_connectors::http::AddressPolicy::new(settings.outbound_policy()?.allow_private);
+            records::connection(open_store(&settings).await?, policy, command).await
+        }
+        Command::Template(command) => templates::run(&settings, command).await,
         Command::Jobs(command) => jobs::run(open_store(&settings).await?, command).await,
+        Command::Channel(command) => channel::run(&settings, open_store(&settings).await?, command).await,
+        Command::Sign(args) => channel::sign(&settings, open_store(&settings).await?, args).await,
         Command::Keys(command) => keys::run(&settings, command).await,
         Command::AdminToken(command) => keys::admin_token(&settings, open_store(&settings).await?, command).await,
     }

@@ -55,18 +55,41 @@ pub async fn tenant(store: Store, command: TenantCommand) -> anyhow::Result<()> 
     }
 }
 
-pub async fn connection(store: Store, command: ConnectionCommand) -> anyhow::Result<()> {
+pub async fn connection(
+    store: Store,
+    policy: crmhub_connectors::http::AddressPolicy,
+    command: ConnectionCommand,
+) -> anyhow::Result<()> {
     match command {
-        ConnectionCommand::Create { tenant, name, kind, host, field, credentials } => {
+        ConnectionCommand::Create {
+            tenant,
+            name,
+            kind,
+            host,
+            field,
+            credentials,
+            template_version,
+            call_centre_id,
+            description,
+        } => {
             let input = ConnectionInput {
                 name,
                 kind,
                 host,
                 fields: parse_pairs(&field, "--field")?,
                 credentials: read_credentials(&credentials)?,
+                template_version,
+                call_centre_id,
+                description,
+                info: None,
+                iframe: None,
             };
-            let new = NewConnection::try_from(input)?;
+            let mut new = NewConnection::try_from(input)?;
             let tenant = tenant_id(&store, &tenant.tenant).await?;
+            let registry = crmhub_server::templates::TemplateRegistry::default();
+            crmhub_server::templates::prepare_connection(&registry, &store, &policy, tenant, &mut new)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             print_json(&store.connections(tenant).create(new).await?)
         }
         ConnectionCommand::List { tenant } => {
@@ -83,6 +106,7 @@ pub async fn connection(store: Store, command: ConnectionCommand) -> anyhow::Res
                 host: host.as_deref().map(Host::parse).transpose()?,
                 fields: if field.is_empty() { None } else { Some(check_fields(parse_pairs(&field, "--field")?)?) },
                 status: status.as_deref().map(ConnectionStatus::parse).transpose()?,
+                ..Default::default()
             };
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             let id = connection_id(&id)?;

@@ -153,6 +153,15 @@ impl TestApp {
         self.admin_send(reqwest::Method::POST, &format!("/admin/v1/tenants/{slug}/connections"), body).await
     }
 
+    /// Creates a connection and returns its id.
+    pub async fn create_connection(&self, slug: &str, body: &Value) -> String {
+        let response = self.post_connection(slug, body).await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "creating connection {body}: {answer}");
+        answer["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn get_connection(&self, slug: &str, id: &str) -> Response {
         self.admin_get(&format!("/admin/v1/tenants/{slug}/connections/{id}")).await
     }

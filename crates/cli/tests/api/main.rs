@@ -12,3 +12,5 @@ mod connection_test;
 mod jobs;
 mod operations;
 mod secrets;
+mod social_inbox;
+mod templates;

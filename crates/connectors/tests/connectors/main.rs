@@ -1,3 +1,4 @@
 //! Connectors against their simulators, over real HTTP on 127.0.0.1.
 
+mod template;
 mod vtiger;

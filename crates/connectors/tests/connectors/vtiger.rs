@@ -16,7 +16,7 @@ use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, S
 use crmhub_sim::vtiger::{Fault, Install, VtigerSimHandle, VtigerSimOptions, spawn};
 use serde_json::{Map, Value, json};
 
-const KEY: &str = "crmhubSimAdmin01";
+pub const KEY: &str = "crmhubSimAdmin01";
 
 #[derive(Debug, Default)]
 struct Log(Mutex<Vec<RequestLogEntry>>);
@@ -64,6 +64,7 @@ impl Fixture {
             fields: fields.as_object().unwrap(),
             credentials: &credentials,
             region: Some(PhoneRegion::parse("VN").unwrap()),
+            template: None,
         };
         self.connectors.crm(spec, Lane::Interactive).unwrap()
     }
@@ -102,7 +103,7 @@ impl Fixture {
     }
 }
 
-struct SimBackend<'a>(&'a VtigerSimHandle);
+pub struct SimBackend<'a>(pub &'a VtigerSimHandle);
 
 #[async_trait]
 impl Backend for SimBackend<'_> {
@@ -303,6 +304,7 @@ async fn malformed_json_is_a_protocol_error() {
         fields: fields.as_object().unwrap(),
         credentials: &credentials,
         region: None,
+        template: None,
     };
     let err = f.connectors.crm(spec, Lane::Interactive).unwrap().check().await.unwrap_err();
     assert!(matches!(err, CrmError::Protocol(_)), "{err:?}");

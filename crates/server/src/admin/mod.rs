@@ -4,6 +4,7 @@
 mod auth;
 mod connections;
 mod jobs;
+mod templates;
 mod tenants;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(tenants::router()).merge(connections::router()).merge(jobs::router())
+    Router::new().merge(tenants::router()).merge(connections::router()).merge(jobs::router()).merge(templates::router())
 }
 
 /// Resolves a tenant slug from a path. A slug that cannot exist is simply not found.

@@ -127,6 +127,8 @@ pub async fn connection(store: &Store, tenant: &Tenant, name: &str, secret: &str
             host: Host::parse("https://crm.example.com").unwrap(),
             fields: serde_json::json!({"username": "admin"}).as_object().unwrap().clone(),
             credentials: credentials(&[("access_key", secret)]),
+            template_version: None,
+            details: Default::default(),
         })
         .await
         .expect("create connection")

@@ -7,6 +7,7 @@ mod auth_state;
 mod isolation;
 mod jobs;
 mod records;
+mod templates;
 mod vault;
 
 /// Declares `sqlite` and `postgres` test functions for each listed suite function.

@@ -145,6 +145,8 @@ async fn connection_for_unknown_tenant_is_not_found(which: Which) {
             host: Host::parse("crm.example.com").unwrap(),
             fields: Default::default(),
             credentials: credentials(&[("access_key", "k")]),
+            template_version: None,
+            details: Default::default(),
         })
         .await
         .unwrap_err();
@@ -166,6 +168,8 @@ async fn duplicate_connection_name_is_a_conflict(which: Which) {
             host: Host::parse("x.kommo.com").unwrap(),
             fields: Default::default(),
             credentials: Default::default(),
+            template_version: None,
+            details: Default::default(),
         })
         .await
         .unwrap_err();

@@ -1,0 +1,389 @@
+//! Integration templates run by the generic engine, against simulators over real HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmhub_connectors::auth::{MemoryAuthState, SharedAuth};
+use crmhub_connectors::conformance;
+use crmhub_connectors::http::{
+    AddressPolicy, CallContext, HttpClient, Lane, OutboundMetrics, OutboundPolicy, RateSpec,
+};
+use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnector};
+use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, Crm, CrmError};
+use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
+use crmhub_core::{ConnectionId, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
+use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
+use serde_json::{Map, json};
+
+use crate::vtiger::{KEY, SimBackend};
+
+#[derive(Debug, Default)]
+pub struct Log(pub std::sync::Mutex<Vec<RequestLogEntry>>);
+
+impl RequestLogSink for Log {
+    fn record(&self, entry: RequestLogEntry) {
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+pub fn load(source: &str) -> Arc<Template> {
+    let policy = AddressPolicy::default();
+    Arc::new(template::parse(source, SourceFormat::detect(source), &policy).unwrap_or_else(|e| panic!("{e}")))
+}
+
+pub fn http(log: Arc<Log>) -> HttpClient {
+    let policy = OutboundPolicy {
+        allow_private: vec!["127.0.0.1/32".parse().unwrap()],
+        request_timeout: Duration::from_secs(3),
+        max_response_bytes: 1024 * 1024,
+        per_host: RateSpec::new(10_000.0, 10_000),
+        per_connection: RateSpec::new(10_000.0, 10_000),
+        ..OutboundPolicy::default()
+    };
+    HttpClient::new(policy, OutboundMetrics::new(), log, Arc::new(SystemClock)).unwrap()
+}
+
+pub fn connector(
+    template: Arc<Template>,
+    base: &str,
+    fields: serde_json::Value,
+    secrets: &[(&str, &str)],
+    log: Arc<Log>,
+) -> TemplateConnector {
+    let credentials: Credentials = secrets.iter().map(|(k, v)| ((*k).to_owned(), Secret::new(*v))).collect();
+    let ctx = CallContext::new("template", Lane::Interactive).for_connection(TenantId::new(), ConnectionId::new());
+    TemplateConnector::new(
+        template,
+        1,
+        http(log),
+        SharedAuth::new(Arc::new(MemoryAuthState::default())),
+        ctx,
+        &Host::parse(base).unwrap(),
+        fields.as_object().unwrap_or(&Map::new()),
+        &credentials,
+        Some(PhoneRegion::parse("VN").unwrap()),
+    )
+    .unwrap()
+}
+
+const VTIGER: &str = include_str!("../../../../templates/vtiger.yaml");
+
+#[tokio::test]
+async fn the_vtiger_template_passes_the_same_conformance_kit() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    conformance::run(&crm, &SimBackend(&sim)).await;
+    assert_eq!(sim.login_count("admin"), 1, "the login chain ran once for the whole kit");
+}
+
+#[tokio::test]
+async fn the_vtiger_template_logs_in_again_once_when_the_session_dies() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
+    let crm = Arc::new(connector(
+        load(VTIGER),
+        &sim.base_url(),
+        json!({"username": "admin"}),
+        &[("access_key", KEY)],
+        Arc::default(),
+    ));
+    assert_eq!(crm.search_contacts("red", 5).await.unwrap().len(), 1);
+    sim.invalidate_sessions();
+    let (a, b) = tokio::join!(crm.search_contacts("susan", 5), crm.search_contacts("red", 5));
+    assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1));
+    assert_eq!(sim.login_count("admin"), 2, "one re-login for both callers");
+    assert_eq!(sim.challenge_count("admin"), 2);
+}
+
+#[tokio::test]
+async fn the_vtiger_template_revises_call_logs_and_runs_registered_operations() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let contact = sim.insert_record("Contacts", [("firstname", "Call"), ("lastname", "Me")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let call = |stage, outcome| CallLog {
+        call_id: "pbx-42".into(),
+        stage,
+        direction: CallDirection::Inbound,
+        contact_id: Some(contact.clone()),
+        from: Some("+84912345678".into()),
+        to: None,
+        started_at: 1_800_000_000,
+        duration_secs: Some(125),
+        outcome,
+        agent: None,
+        notes: Some("Asked about invoice 17".into()),
+        recording_url: None,
+    };
+    let first = crm.log_call(&call(CallStage::Answered, None)).await.unwrap();
+    let event = sim.record(&first.record_id).unwrap();
+    assert_eq!((event["eventstatus"].as_str(), event["contact_id"].as_str()), ("Planned", contact.as_str()));
+    let done = crm.log_call(&call(CallStage::Ended, Some(CallOutcome::Completed))).await.unwrap();
+    assert_eq!((done.record_id.as_str(), done.created), (first.record_id.as_str(), false));
+    let event = sim.record(&first.record_id).unwrap();
+    assert_eq!((event["eventstatus"].as_str(), event["time_end"].as_str()), ("Held", "08:02:05"), "revised: {event:?}");
+    assert_eq!(sim.records("Events").len(), 1);
+
+    let inputs = BTreeMap::from([
+        ("strings".to_owned(), "[\"SINGLE_Contacts\"]".to_owned()),
+        ("language".to_owned(), "ru_ru".to_owned()),
+        ("module".to_owned(), "Contacts".to_owned()),
+    ]);
+    let translated = crm.invoke("translate", &inputs).await.unwrap();
+    assert_eq!(translated["result"]["SINGLE_Contacts"], "Контакт");
+    assert!(
+        matches!(crm.invoke("login", &inputs).await, Err(CrmError::Validation { .. })),
+        "auth steps are not callable"
+    );
+    assert!(matches!(crm.invoke("nope", &inputs).await, Err(CrmError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn a_wrong_access_key_is_an_auth_failure() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let crm = connector(
+        load(VTIGER),
+        &sim.base_url(),
+        json!({"username": "admin"}),
+        &[("access_key", "wrong")],
+        Arc::default(),
+    );
+    let err = crm.check().await.unwrap_err();
+    assert!(matches!(err, CrmError::AuthFailed(_)), "{err:?}");
+}
+
+mod contactbook {
+    use async_trait::async_trait;
+    use crmhub_connectors::conformance::{self, Backend};
+    use crmhub_core::PhoneRegion;
+    use crmhub_core::crm::{CardOptions, Crm, CrmError};
+    use crmhub_sim::json_crm::{JsonCrmFault, JsonCrmSimHandle, JsonCrmSimOptions, NewContact, spawn};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    use super::{Log, connector, load};
+
+    const CONTACTBOOK: &str = include_str!("../../../../templates/contactbook.yaml");
+
+    struct Book<'a>(&'a JsonCrmSimHandle);
+
+    #[async_trait]
+    impl Backend for Book<'_> {
+        async fn add_contact(&self, first: &str, last: &str, email: &str, phone: &str) -> String {
+            let mut contact = NewContact::new(last).first_name(first);
+            if !email.is_empty() {
+                contact = contact.email(email);
+            }
+            if !phone.is_empty() {
+                contact = contact.phone(phone);
+            }
+            self.0.insert_contact(contact)
+        }
+
+        async fn call_logs(&self, call_id: &str) -> usize {
+            self.0.calls().iter().filter(|c| c.external_id == call_id).count()
+        }
+
+        async fn notes(&self, contact_id: &str) -> Vec<String> {
+            self.0.notes().into_iter().filter(|n| n.contact_id == contact_id).map(|n| n.body).collect()
+        }
+
+        async fn ticket_title(&self, ticket_id: &str, contact_id: &str) -> Option<String> {
+            self.0
+                .tickets()
+                .into_iter()
+                .find(|t| t.id == ticket_id && t.contact_id.as_deref() == Some(contact_id))
+                .map(|t| t.title)
+        }
+
+        async fn remove_contact(&self, id: &str) {
+            assert!(self.0.delete_contact(id));
+        }
+
+        fn region(&self) -> Option<PhoneRegion> {
+            Some(PhoneRegion::parse("VN").unwrap())
+        }
+    }
+
+    fn book(sim: &JsonCrmSimHandle, log: Arc<Log>) -> crmhub_connectors::template::TemplateConnector {
+        connector(
+            load(CONTACTBOOK),
+            &sim.base_url(),
+            json!({"username": "api", "page_size": "10"}),
+            &[("password", "api-password")],
+            log,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_json_crm_template_passes_the_conformance_kit() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        sim.seed_demo_contacts(35);
+        let crm = book(&sim, Arc::default());
+        conformance::run(&crm, &Book(&sim)).await;
+        assert_eq!(sim.login_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn pagination_reads_every_page_and_the_card_is_mapped() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        for i in 0..35 {
+            sim.insert_contact(NewContact::new(format!("Pager{i:02}")).first_name("Paged").company("Paging Ltd"));
+        }
+        let crm = book(&sim, Arc::default());
+        let found = crm.search_contacts("paged", 100).await.unwrap();
+        assert_eq!(found.len(), 35, "four pages of ten");
+        assert_eq!(found[0].company.as_deref(), Some("Paging Ltd"));
+        let card = crm.contact_card(&found[0].id, &CardOptions::default()).await.unwrap();
+        assert_eq!(card.display_name, "Paged Pager00");
+        assert!(card.record_url.unwrap().ends_with(&format!("/app/contacts/{}", found[0].id)));
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_reauthenticates_once_whether_by_status_or_by_body() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        sim.insert_contact(NewContact::new("Red").first_name("Susan"));
+        let crm = book(&sim, Arc::default());
+        assert_eq!(crm.search_contacts("red", 5).await.unwrap().len(), 1);
+        sim.expire_tokens(); // 401 token_expired
+        assert_eq!(crm.search_contacts("red", 5).await.unwrap().len(), 1);
+        assert_eq!(sim.login_count(), 2);
+        sim.set_fault_for(1, JsonCrmFault::ExpiredTokenBody); // 200 with an expiry in the body
+        assert_eq!(crm.search_contacts("red", 5).await.unwrap().len(), 1);
+        assert_eq!(sim.login_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn html_huge_and_failing_answers_are_typed_errors() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        let log = Arc::new(Log::default());
+        let crm = book(&sim, log.clone());
+        crm.check().await.unwrap();
+        sim.set_fault(JsonCrmFault::Html);
+        let err = crm.search_contacts("x", 5).await.unwrap_err();
+        assert!(matches!(&err, CrmError::Protocol(m) if m.contains("text/html")), "{err:?}");
+        sim.set_fault(JsonCrmFault::Huge { bytes: 30 * 1024 * 1024 });
+        let err = crm.search_contacts("x", 5).await.unwrap_err();
+        assert!(matches!(&err, CrmError::Protocol(m) if m.contains("limit")), "capped: {err:?}");
+        sim.set_fault(JsonCrmFault::Http500);
+        assert!(matches!(crm.search_contacts("x", 5).await, Err(CrmError::Unavailable(_))));
+        sim.clear_fault();
+        crm.search_contacts("x", 5).await.unwrap();
+        let entries = log.0.lock().unwrap();
+        assert!(entries.iter().any(|e| e.outcome == "too_large"));
+        for entry in entries.iter() {
+            let all = format!("{} {:?} {:?}", entry.url, entry.request_body, entry.response_body);
+            assert!(!all.contains("api-password"), "password in the request log: {all}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_and_a_response_without_the_token_are_clear_errors() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        let wrong = connector(
+            load(CONTACTBOOK),
+            &sim.base_url(),
+            json!({"username": "api"}),
+            &[("password", "nope")],
+            Arc::default(),
+        );
+        assert!(matches!(wrong.check().await, Err(CrmError::AuthFailed(_))));
+        let tokenless = CONTACTBOOK.replace("token: /access_token", "token: /accessToken");
+        let crm = connector(
+            load(&tokenless),
+            &sim.base_url(),
+            json!({"username": "api"}),
+            &[("password", "api-password")],
+            Arc::default(),
+        );
+        let err = crm.check().await.unwrap_err();
+        assert!(
+            matches!(&err, CrmError::Protocol(m) if m.contains("without token") && m.contains("/accessToken")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_values_stay_inside_their_place() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        let id = sim.insert_contact(NewContact::new("Safe"));
+        let crm = book(&sim, Arc::default());
+        // Path: `../`, `#`, `?` and `/` cannot reach another route.
+        for hostile in ["../contacts", "c_1#x", "c_1?x=1", "a/b", ".."] {
+            let err = crm.contact_card(hostile, &CardOptions::default()).await.unwrap_err();
+            assert!(matches!(err, CrmError::NotFound { .. }), "{hostile}: {err:?}");
+        }
+        crm.contact_card(&id, &CardOptions::default()).await.unwrap();
+        // JSON: quotes and braces are data.
+        let created = crm
+            .create_contact(&crmhub_core::crm::NewContact {
+                last_name: "O'Brien\", \"owner\": \"evil".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let stored = sim.contact(&created.id).unwrap();
+        assert_eq!(stored.last_name, "O'Brien\", \"owner\": \"evil");
+        assert_eq!(stored.owner, "api");
+    }
+}
+
+mod signedsms {
+    use std::sync::Arc;
+
+    use crmhub_core::crm::{CrmError, SmsSender};
+    use crmhub_core::phone::PhoneNumber;
+    use crmhub_sim::sms::{SmsSimOptions, spawn};
+    use serde_json::json;
+
+    use super::{connector, load};
+
+    const SIGNEDSMS: &str = include_str!("../../../../templates/signedsms.yaml");
+
+    #[tokio::test]
+    async fn requests_carry_an_md5_signature_the_provider_accepts() {
+        let sim = spawn(SmsSimOptions::default()).await;
+        let sms = connector(
+            load(SIGNEDSMS),
+            &sim.base_url(),
+            json!({"sender": "crmhub"}),
+            &[("api_key", "sms-key"), ("api_secret", "sms-secret")],
+            Arc::default(),
+        );
+        let to = PhoneNumber::parse("0912 345 678", Some(crmhub_core::PhoneRegion::parse("VN").unwrap())).unwrap();
+        let receipt = sms.send_sms(&to, "Your order 1042 ships today — cảm ơn!", None).await.unwrap();
+        assert!(receipt.message_id.unwrap().starts_with("m_"));
+        let messages = sim.messages();
+        assert_eq!((messages[0].to.as_str(), messages[0].sender.as_deref()), ("+84912345678", Some("crmhub")));
+        assert!(sim.rejections().is_empty());
+
+        let wrong = connector(
+            load(SIGNEDSMS),
+            &sim.base_url(),
+            json!({}),
+            &[("api_key", "sms-key"), ("api_secret", "guess")],
+            Arc::default(),
+        );
+        let err = wrong.send_sms(&to, "hi", None).await.unwrap_err();
+        assert!(matches!(err, CrmError::AuthFailed(_)), "{err:?}");
+        assert_eq!(sim.rejections()[0].reason.code(), "bad_signature");
+    }
+
+    #[tokio::test]
+    async fn a_header_value_with_a_line_break_is_refused_before_sending() {
+        let sim = spawn(SmsSimOptions::default()).await;
+        let sms = connector(
+            load(SIGNEDSMS),
+            &sim.base_url(),
+            json!({}),
+            &[("api_key", "sms-key\r\nX-Evil: 1"), ("api_secret", "sms-secret")],
+            Arc::default(),
+        );
+        let to = PhoneNumber::parse("+84912345678", None).unwrap();
+        let err = sms.send_sms(&to, "hi", None).await.unwrap_err();
+        assert!(matches!(&err, CrmError::Validation { field, .. } if field == "X-Api-Key"), "{err:?}");
+        assert_eq!(sim.request_count(), 0, "nothing was sent");
+    }
+}
