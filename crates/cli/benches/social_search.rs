@@ -10,6 +10,8 @@
 //! next request when the previous answer is in (closed loop), for a fixed time and at most a
 //! fixed number of requests. It runs on its own thread and runtime; crmhub, the simulator and
 //! the bare handler share one multi-threaded runtime, as they would share the machine.
+//! A `crm-only` row sends crmhub's search query straight to the simulator: crmhub's throughput
+//! cannot exceed it, since every search makes that call.
 //! The outbound rate budget is raised for the run: the default per-connection budget (25 req/s)
 //! would otherwise measure the throttle rather than the gateway.
 
@@ -77,7 +79,8 @@ fn main() -> anyhow::Result<()> {
     println!("social /search: crmhub (SQLite, Vtiger simulator on loopback) vs a bare axum handler");
     println!("{cpus} CPUs; servers on one tokio runtime ({cpus} workers), load on its own thread");
     println!("closed loop, keep-alive; {}s warm-up + {}s measured per row", WARMUP.as_secs(), MEASURE.as_secs());
-    println!("crmhub-gw: the same signed request with q=0 (verified, answered 400 before any CRM call)\n");
+    println!("crmhub-gw: the same signed request with q=0 (verified, answered 400 before any CRM call)");
+    println!("crm-only: the search query crmhub sends, straight to the simulator (the CRM hop's own ceiling)\n");
     println!(
         "{:>5}  {:<10} {:>9} {:>8} {:>8} {:>7} {:>8}",
         "conns", "target", "req/s", "p50 ms", "p99 ms", "errors", "vs bare"
@@ -170,7 +173,38 @@ async fn start() -> anyhow::Result<(Vec<Target>, Running)> {
         request: request(&format!("/search?{}", query_of(&search))),
         expect: 200,
     };
-    Ok((vec![bare, crmhub, gateway], Running { _crm: crm, _data: data }))
+    let crm_only =
+        Target { name: "crm-only", addr: crm.addr(), request: request(&direct_query(&crm).await?), expect: 200 };
+    Ok((vec![bare, crmhub, gateway, crm_only], Running { _crm: crm, _data: data }))
+}
+
+/// The search query crmhub sends, addressed to the simulator directly with a session of its own:
+/// the CRM hop's own ceiling, for reading the crmhub row against.
+async fn direct_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
+    use md5::{Digest, Md5};
+    let addr = crm.addr();
+    let ask = |raw: String| async move {
+        let target = Target { name: "setup", addr, request: raw.into_bytes().into(), expect: 200 };
+        let (_, body) = fetch(&target).await?;
+        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
+    };
+    let challenge =
+        ask("GET /webservice.php?operation=getchallenge&username=admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned())
+            .await?;
+    let token = challenge["result"]["token"].as_str().context("no challenge token")?;
+    let key = hex::encode(Md5::digest(format!("{token}{}", crm.admin_access_key())));
+    let form = format!("operation=login&username=admin&accessKey={key}");
+    let login = ask(format!(
+        "POST /webservice.php HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    ))
+    .await?;
+    let session = login["result"]["sessionName"].as_str().context("no session")?;
+    let vtql = "SELECT id, firstname, lastname, email, secondaryemail, phone, mobile, homephone, otherphone, \
+                assistantphone, fax, account_id FROM Contacts WHERE ((firstname LIKE '%red%' OR lastname LIKE '%red%')) \
+                OR email LIKE '%red%' OR secondaryemail LIKE '%red%' ORDER BY id LIMIT 0,100;";
+    let query: String = url::form_urlencoded::byte_serialize(vtql.as_bytes()).collect();
+    Ok(format!("/webservice.php?operation=query&sessionName={session}&query={query}"))
 }
 
 /// Tenant, Vtiger connection and channel (secret `changeme!`); returns the paths of a signed

@@ -194,6 +194,31 @@ pub struct NewContact {
     pub description: Option<String>,
 }
 
+impl NewContact {
+    /// What every connector checks before writing: CRMs validate weakly (Vtiger stores a
+    /// malformed e-mail as given), so a contact crmhub creates must have a last name and, if
+    /// given, a plausible e-mail address.
+    pub fn validate(&self) -> Result<(), CrmError> {
+        if self.last_name.trim().is_empty() {
+            return Err(CrmError::validation("last_name", "is required"));
+        }
+        if let Some(email) = self.email.as_deref().filter(|e| !email_is_plausible(e)) {
+            return Err(CrmError::validation("email", format!("{email:?} is not an e-mail address")));
+        }
+        Ok(())
+    }
+}
+
+/// `local@domain.tld` with no whitespace: a plausibility check, not RFC 5322.
+pub fn email_is_plausible(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.contains(char::is_whitespace)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallDirection {

@@ -12,6 +12,7 @@ pub mod request_log;
 pub mod secret;
 pub mod signing;
 pub mod tenant;
+pub mod time;
 pub mod validation;
 
 pub use clock::{Clock, SystemClock, UnixMillis};

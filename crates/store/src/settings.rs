@@ -75,42 +75,29 @@ impl Store {
         let mut resealed = 0u64;
         let mut tx = self.begin().await?;
 
-        let connections: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
-            sqlx::query_as("SELECT id, credentials_sealed FROM connections WHERE credentials_sealed IS NOT NULL")
-                .fetch_all(&mut *conn)
-                .await
-        })?;
-        for (id, sealed) in connections {
-            let context = format!("connection:{id}");
-            let plain = old.open(&sealed, &context)?;
-            let fresh = seal_with(&new_key, &plain, &context);
-            on_tx!(&mut tx, |conn| {
-                sqlx::query("UPDATE connections SET credentials_sealed = $2 WHERE id = $1")
-                    .bind(&id)
-                    .bind(&fresh)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|r| r.rows_affected())
-            })?;
-            resealed += 1;
-        }
-
-        let secrets: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
-            sqlx::query_as("SELECT id, sealed FROM tenant_secrets").fetch_all(&mut *conn).await
-        })?;
-        for (id, sealed) in secrets {
-            let context = format!("tenant_secret:{id}");
-            let plain = old.open(&sealed, &context)?;
-            let fresh = seal_with(&new_key, &plain, &context);
-            on_tx!(&mut tx, |conn| {
-                sqlx::query("UPDATE tenant_secrets SET sealed = $2 WHERE id = $1")
-                    .bind(&id)
-                    .bind(&fresh)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|r| r.rows_affected())
-            })?;
-            resealed += 1;
+        for (select, update, context) in [
+            (
+                "SELECT id, credentials_sealed FROM connections WHERE credentials_sealed IS NOT NULL",
+                "UPDATE connections SET credentials_sealed = $2 WHERE id = $1",
+                "connection",
+            ),
+            (
+                "SELECT id, sealed FROM tenant_secrets",
+                "UPDATE tenant_secrets SET sealed = $2 WHERE id = $1",
+                "tenant_secret",
+            ),
+        ] {
+            let rows: Vec<(String, String)> =
+                on_tx!(&mut tx, |conn| sqlx::query_as(select).fetch_all(&mut *conn).await)?;
+            for (id, sealed) in rows {
+                // The same associated data as when sealed: each value stays bound to its row.
+                let context = format!("{context}:{id}");
+                let fresh = seal_with(&new_key, &old.open(&sealed, &context)?, &context);
+                on_tx!(&mut tx, |conn| {
+                    sqlx::query(update).bind(&id).bind(&fresh).execute(&mut *conn).await.map(|r| r.rows_affected())
+                })?;
+                resealed += 1;
+            }
         }
 
         // Sessions and tokens are disposable: connectors log in again rather than keep them.

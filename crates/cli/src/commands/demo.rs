@@ -10,7 +10,7 @@ use crmhub_core::{ConnectionName, ConnectorKind, Credentials, Host, PhoneRegion,
 use crmhub_server::{AppState, Application, Settings};
 use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
 use crmhub_store::connections::{ConnectionUpdate, NewConnection};
-use crmhub_store::tenants::NewTenant;
+use crmhub_store::tenants::{NewTenant, Tenant};
 use serde_json::json;
 
 use super::channel;
@@ -149,22 +149,7 @@ struct DemoSetup {
 /// Creates tenant `demo` and its Vtiger connection, or — when the demo runs again on the same
 /// data directory — points the existing connection at this run's simulator.
 async fn seed_tenant(state: &AppState, crm: &VtigerSimHandle) -> anyhow::Result<DemoSetup> {
-    let slug = TenantSlug::parse("demo")?;
-    let tenant = match state.store.tenants().find_by_slug(&slug).await? {
-        Some(tenant) => tenant,
-        None => {
-            state
-                .store
-                .tenants()
-                .create(NewTenant {
-                    slug,
-                    name: TenantName::parse("Demo contact centre")?,
-                    phone_region: Some(PhoneRegion::parse("VN")?),
-                    settings: Default::default(),
-                })
-                .await?
-        }
-    };
+    let tenant = find_or_create_tenant(state, "demo", "Demo contact centre").await?;
     let name = ConnectionName::parse("Vtiger (simulated)")?;
     let host = Host::parse(&crm.base_url())?;
     let credentials: Credentials =
@@ -195,4 +180,20 @@ async fn seed_tenant(state: &AppState, crm: &VtigerSimHandle) -> anyhow::Result<
         }
     };
     Ok(DemoSetup { connection: connection.id })
+}
+
+/// The demo tenant `slug`, created on the first run, found again when the demo runs on the same
+/// data directory.
+pub(super) async fn find_or_create_tenant(state: &AppState, slug: &str, name: &str) -> anyhow::Result<Tenant> {
+    let slug = TenantSlug::parse(slug)?;
+    if let Some(tenant) = state.store.tenants().find_by_slug(&slug).await? {
+        return Ok(tenant);
+    }
+    let new = NewTenant {
+        slug,
+        name: TenantName::parse(name)?,
+        phone_region: Some(PhoneRegion::parse("VN")?),
+        settings: Default::default(),
+    };
+    Ok(state.store.tenants().create(new).await?)
 }

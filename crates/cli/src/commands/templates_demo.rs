@@ -2,13 +2,10 @@
 //! shipped `contactbook` integration template.
 
 use anyhow::Context;
-use crmhub_core::{
-    ConnectionId, ConnectionName, ConnectorKind, Credentials, Host, PhoneRegion, Secret, TenantName, TenantSlug,
-};
+use crmhub_core::{ConnectionId, ConnectionName, ConnectorKind, Credentials, Host, Secret};
 use crmhub_server::AppState;
 use crmhub_sim::json_crm::{self, DEFAULT_PASSWORD, DEFAULT_USERNAME, JsonCrmSimHandle, JsonCrmSimOptions, NewContact};
 use crmhub_store::connections::{ConnectionUpdate, NewConnection};
-use crmhub_store::tenants::NewTenant;
 use serde_json::json;
 
 pub async fn start_contactbook() -> anyhow::Result<JsonCrmSimHandle> {
@@ -26,22 +23,7 @@ pub async fn start_contactbook() -> anyhow::Result<JsonCrmSimHandle> {
 
 /// Creates tenant `shop` and its template connection, or points them at this run's simulator.
 pub async fn seed_tenant(state: &AppState, book: &JsonCrmSimHandle) -> anyhow::Result<ConnectionId> {
-    let slug = TenantSlug::parse("shop")?;
-    let tenant = match state.store.tenants().find_by_slug(&slug).await? {
-        Some(tenant) => tenant,
-        None => {
-            state
-                .store
-                .tenants()
-                .create(NewTenant {
-                    slug,
-                    name: TenantName::parse("Shop support desk")?,
-                    phone_region: Some(PhoneRegion::parse("VN")?),
-                    settings: Default::default(),
-                })
-                .await?
-        }
-    };
+    let tenant = super::demo::find_or_create_tenant(state, "shop", "Shop support desk").await?;
     let name = ConnectionName::parse("ContactBook (template)")?;
     let host = Host::parse(&book.base_url())?;
     let credentials: Credentials = [("password".to_owned(), Secret::new(DEFAULT_PASSWORD))].into_iter().collect();

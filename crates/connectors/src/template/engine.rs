@@ -12,6 +12,7 @@ use crmhub_core::crm::{
     NewContact, NewNote, NewTicket, SmsReceipt, SmsSender, TicketPriority,
 };
 use crmhub_core::phone::PhoneNumber;
+use crmhub_core::time::utc_date_time as date_time;
 use crmhub_core::{Credentials, Host, PhoneRegion, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -494,22 +495,6 @@ fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// `YYYY-MM-DD`, `HH:MM:SS` (UTC) of a Unix time.
-fn date_time(unix: i64) -> (String, String) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60))
-}
-
 struct CallScope<'a> {
     c: &'a TemplateConnector,
     session: Option<&'a Session>,
@@ -577,11 +562,6 @@ fn matches_term(summary: &ContactSummary, term: &str) -> bool {
                 .phones
                 .iter()
                 .any(|p| p.chars().filter(char::is_ascii_digit).collect::<String>().contains(&digits)))
-}
-
-fn email_is_plausible(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !email.contains(char::is_whitespace)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -713,12 +693,7 @@ impl Crm for TemplateConnector {
 
     async fn create_contact(&self, contact: &NewContact) -> Result<ContactSummary, CrmError> {
         let endpoint = self.require(Trigger::ContactCreate, Capability::CreateContact)?;
-        if contact.last_name.trim().is_empty() {
-            return Err(CrmError::validation("last_name", "is required"));
-        }
-        if let Some(email) = contact.email.as_deref().filter(|e| !email_is_plausible(e)) {
-            return Err(CrmError::validation("email", format!("{email:?} is not an e-mail address")));
-        }
+        contact.validate()?;
         let mut inputs = Inputs::new();
         for (key, value) in [
             ("first_name", contact.first_name.as_deref()),
@@ -1007,10 +982,5 @@ mod tests {
         assert!(matches_term(&s, "912 345"));
         assert!(!matches_term(&s, "%x"));
         assert!(!matches_term(&s, "x' OR '1'='1"));
-    }
-
-    #[test]
-    fn dates_are_utc() {
-        assert_eq!(date_time(1_700_000_000), ("2023-11-14".into(), "22:13:20".into()));
     }
 }

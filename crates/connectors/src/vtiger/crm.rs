@@ -10,6 +10,7 @@ use crmhub_core::crm::{
     NewNote, NewTicket, TicketPriority,
 };
 use crmhub_core::phone::PhoneNumber;
+use crmhub_core::time::{parse_utc, utc_date_time as date_time};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -19,8 +20,26 @@ use super::{Record, Vtiger, text};
 const CAPABILITIES: &[Capability] = &Capability::ALL;
 const PHONE_FIELDS: &[&str] = &["phone", "mobile", "homephone", "otherphone", "assistantphone", "fax"];
 const EMAIL_FIELDS: &[&str] = &["email", "secondaryemail"];
+/// What a search result needs; selecting only these keeps Vtiger from sending every field of
+/// every matching contact.
+const SUMMARY_FIELDS: &[&str] = &[
+    "id",
+    "firstname",
+    "lastname",
+    "email",
+    "secondaryemail",
+    "phone",
+    "mobile",
+    "homephone",
+    "otherphone",
+    "assistantphone",
+    "fax",
+    "account_id",
+];
 /// Contacts scanned at most for one search or phone lookup (pages of 100).
 const MAX_SCAN: usize = 5_000;
+/// How long an account's name is reused on search results (a rename shows within this delay).
+const ACCOUNT_NAMES_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Vtiger {
     fn summary(&self, record: &Record, companies: &BTreeMap<String, String>) -> ContactSummary {
@@ -33,21 +52,33 @@ impl Vtiger {
         }
     }
 
-    /// Account names for the contacts' `account_id`s, in short IN lists (the query travels in
-    /// the URL).
+    /// Account names for the contacts' `account_id`s: from the short-lived cache, the rest in
+    /// short IN lists (the query travels in the URL).
     async fn company_names(&self, records: &[Record]) -> Result<BTreeMap<String, String>, CrmError> {
-        let ids: Vec<String> = records
-            .iter()
-            .filter_map(|r| text(r, "account_id"))
-            .map(str::to_owned)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let wanted: HashSet<String> = records.iter().filter_map(|r| text(r, "account_id")).map(str::to_owned).collect();
         let mut names = BTreeMap::new();
-        for chunk in ids.chunks(40) {
+        let mut missing = Vec::new();
+        {
+            let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            for id in wanted {
+                match cache.get(&id) {
+                    Some((name, at)) if at.elapsed() < ACCOUNT_NAMES_TTL => {
+                        names.insert(id, name.clone());
+                    }
+                    _ => missing.push(id),
+                }
+            }
+        }
+        for chunk in missing.chunks(40) {
             let query = Query::select(&["accountname"], "Accounts")?.filter(Cond::is_in("id", chunk)?);
-            for row in self.query(&query).await? {
+            let rows = self.query(&query).await?;
+            let mut cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            for row in rows {
                 if let (Some(id), Some(name)) = (text(&row, "id"), text(&row, "accountname")) {
+                    cache.insert(id.to_owned(), (name.to_owned(), std::time::Instant::now()));
                     names.insert(id.to_owned(), name.to_owned());
                 }
             }
@@ -182,43 +213,6 @@ fn strip_marker(description: &str) -> String {
     description.lines().filter(|l| !l.starts_with("[crmhub-call:")).collect::<Vec<_>>().join("\n").trim().to_owned()
 }
 
-/// `YYYY-MM-DD` and `HH:MM:SS` (UTC) of a Unix time.
-fn date_time(unix: i64) -> (String, String) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60))
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Unix seconds of a `YYYY-MM-DD HH:MM:SS` (UTC) value.
-fn parse_date_time(value: &str) -> Option<i64> {
-    let (date, time) = value.split_once(' ')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, min, s) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + min * 60 + s)
-}
-
 fn contact_record(record: &Record, companies: &BTreeMap<String, String>) -> ContactRecord {
     ContactRecord {
         id: text(record, "id").unwrap_or_default().to_owned(),
@@ -228,7 +222,7 @@ fn contact_record(record: &Record, companies: &BTreeMap<String, String>) -> Cont
         emails: EMAIL_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
         phones: PHONE_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
         company: text(record, "account_id").and_then(|a| companies.get(a)).cloned(),
-        modified_at: text(record, "modifiedtime").and_then(parse_date_time),
+        modified_at: text(record, "modifiedtime").and_then(parse_utc),
     }
 }
 
@@ -243,11 +237,6 @@ enum FeedPosition {
 
 fn cursor(position: &FeedPosition) -> ChangeCursor {
     ChangeCursor(serde_json::to_string(position).unwrap_or_default())
-}
-
-fn email_is_plausible(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !email.contains(char::is_whitespace)
 }
 
 #[async_trait]
@@ -293,7 +282,7 @@ impl Crm for Vtiger {
                 any.push(Cond::like(field, digits_in_order(&digits))?);
             }
         }
-        let query = Query::select(&[], "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
+        let query = Query::select(SUMMARY_FIELDS, "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
         // The patterns may match more than the literal term (wildcards in it, separators in
         // phones); keep only true matches.
         let lowered: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
@@ -335,7 +324,7 @@ impl Crm for Vtiger {
                 any.push(Cond::like(field, digits_in_order(digits))?);
             }
         }
-        let query = Query::select(&[], "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
+        let query = Query::select(SUMMARY_FIELDS, "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
         let candidates = self.query_all(query, MAX_SCAN).await?;
         let matching: Vec<Record> = candidates
             .into_iter()
@@ -388,12 +377,7 @@ impl Crm for Vtiger {
     }
 
     async fn create_contact(&self, contact: &NewContact) -> Result<ContactSummary, CrmError> {
-        if contact.last_name.trim().is_empty() {
-            return Err(CrmError::validation("last_name", "is required"));
-        }
-        if let Some(email) = contact.email.as_deref().filter(|e| !email_is_plausible(e)) {
-            return Err(CrmError::validation("email", format!("{email:?} is not an e-mail address")));
-        }
+        contact.validate()?;
         let mut element = Map::new();
         let mut put = |field: &str, value: Option<&str>| {
             if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
@@ -602,13 +586,6 @@ impl Crm for Vtiger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        assert_eq!(date_time(0), ("1970-01-01".into(), "00:00:00".into()));
-        assert_eq!(date_time(1_700_000_000), ("2023-11-14".into(), "22:13:20".into()));
-        assert_eq!(parse_date_time("2023-11-14 22:13:20"), Some(1_700_000_000));
-    }
 
     #[test]
     fn call_markers_are_searchable_and_safe() {

@@ -62,6 +62,9 @@ pub struct Vtiger {
     card_fields: Vec<String>,
     region: Option<PhoneRegion>,
     describes: Mutex<HashMap<String, Arc<Describe>>>,
+    /// Account names by id, briefly: search results show each contact's company, and a second
+    /// round trip per search for names that rarely change would double its latency.
+    accounts: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// Whether `sync` works on this installation (stock 8.2 on PHP 8 answers it with HTTP 500);
     /// probed once.
     sync_works: Mutex<Option<bool>>,
@@ -107,6 +110,7 @@ impl Vtiger {
             card_fields: fields.card_fields,
             region,
             describes: Mutex::default(),
+            accounts: Mutex::default(),
             sync_works: Mutex::default(),
         })
     }

@@ -472,3 +472,17 @@ async fn connections_are_validated_before_they_are_stored() {
     let err = crmhub_connectors::validate(&kind, bad.as_object().unwrap(), &creds).unwrap_err();
     assert!(matches!(&err, CrmError::Validation { field, .. } if field == "fields.card_fields[1]"), "{err:?}");
 }
+
+#[tokio::test]
+async fn company_names_are_reused_across_searches() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let account = f.sim.insert_record("Accounts", [("accountname", "Red Industries")]);
+    f.sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red"), ("account_id", account.as_str())]);
+    let crm = f.crm();
+    let first = crm.search_contacts("red", 5).await.unwrap();
+    assert_eq!(first[0].company.as_deref(), Some("Red Industries"));
+    let queries = f.sim.operation_count("query");
+    let second = crm.search_contacts("red", 5).await.unwrap();
+    assert_eq!(second[0].company.as_deref(), Some("Red Industries"));
+    assert_eq!(f.sim.operation_count("query"), queries + 1, "one round trip: the account name came from the cache");
+}
