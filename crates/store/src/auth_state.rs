@@ -52,9 +52,8 @@ impl AuthStateStore for Store {
     }
 
     async fn lock(&self, key: &str) -> Result<AuthLock, AuthStateError> {
-        match &self.db {
-            Db::Sqlite(_) => Ok(AuthLock::new(())),
-            Db::Postgres(pool) => {
+        match (&self.db, &self.lock_pool) {
+            (Db::Postgres(_), Some(pool)) => {
                 let mut tx = pool.begin().await.map_err(failed)?;
                 // Bounded, so that an instance stuck in a login cannot block the others forever.
                 sqlx::query("SET LOCAL lock_timeout = '60s'").execute(&mut *tx).await.map_err(failed)?;
@@ -65,6 +64,7 @@ impl AuthStateStore for Store {
                     .map_err(failed)?;
                 Ok(AuthLock::new(tx))
             }
+            _ => Ok(AuthLock::new(())),
         }
     }
 }

@@ -178,6 +178,9 @@ pub struct Store {
     pub(crate) vault: Arc<Vault>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Arc<Limits>,
+    /// PostgreSQL only: connections reserved for login locks, which are held for a whole remote
+    /// login; on the main pool, many logins at once would starve requests and workers.
+    pub(crate) lock_pool: Option<PgPool>,
 }
 
 #[derive(Debug)]
@@ -199,7 +202,22 @@ impl Store {
         let db = connect(&options.url, options.max_connections).await?;
         on_pool!(&db, |pool| migrator(&db).run(pool).await)?;
         let vault = vault::open_vault(&db, &options.master_key).await?;
+        let lock_pool = match &options.url {
+            DatabaseUrl::Postgres(raw) => {
+                let connect = sqlx::postgres::PgConnectOptions::from_str(raw)
+                    .map_err(|e| StoreError::InvalidUrl(format!("bad PostgreSQL URL: {e}")))?;
+                // Lazily connected: an instance that never logs in anywhere opens none.
+                Some(
+                    PgPoolOptions::new()
+                        .max_connections(8)
+                        .acquire_timeout(Duration::from_secs(60))
+                        .connect_lazy_with(connect),
+                )
+            }
+            DatabaseUrl::Sqlite(_) => None,
+        };
         Ok(Self {
+            lock_pool,
             db,
             vault: Arc::new(vault),
             clock: options.clock,
@@ -247,6 +265,9 @@ impl Store {
 
     /// Closes the pools; pending statements finish first.
     pub async fn close(&self) {
+        if let Some(locks) = &self.lock_pool {
+            locks.close().await;
+        }
         on_pool!(&self.db, |pool| pool.close().await);
     }
 }

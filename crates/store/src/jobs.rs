@@ -403,6 +403,9 @@ impl Jobs<'_> {
     /// The attempt failed. Unless it was the last, the job runs again at `retry_at`; after the
     /// last it is dead with `error`. Returns the resulting status.
     pub async fn fail(&self, job: &ClaimedJob, error: &str, retry_at: UnixMillis) -> Result<JobStatus> {
+        if self.merge_into_pending_twin(job).await? {
+            return Ok(JobStatus::Pending);
+        }
         let status: Option<String> = on_pool!(&self.store.db, |pool| {
             sqlx::query_scalar(
                 "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
@@ -442,6 +445,9 @@ impl Jobs<'_> {
     /// Puts the job back without counting the attempt: it asked to run later (a remote's
     /// `Retry-After`), or the worker is shutting down.
     pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
+        if self.merge_into_pending_twin(job).await? {
+            return Ok(());
+        }
         let done = on_pool!(&self.store.db, |pool| {
             sqlx::query(
                 "UPDATE jobs SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
@@ -458,6 +464,25 @@ impl Jobs<'_> {
             .map(|r| r.rows_affected())
         })?;
         if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
+    /// A job going back to pending while a newer pending job with the same dedupe key waits
+    /// (enqueued while this one ran) is merged into it: the twin does the work, and the unique
+    /// pending-dedupe rule holds. Returns whether this job was removed.
+    async fn merge_into_pending_twin(&self, job: &ClaimedJob) -> Result<bool> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "DELETE FROM jobs WHERE id = $1 AND lease_owner = $2 AND dedupe_key IS NOT NULL AND EXISTS \
+                 (SELECT 1 FROM jobs p WHERE p.status = 'pending' AND p.tenant_id = jobs.tenant_id \
+                  AND p.kind = jobs.kind AND p.dedupe_key = jobs.dedupe_key)",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
     }
 
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
@@ -499,8 +524,14 @@ impl Jobs<'_> {
                     AND p.tenant_id = jobs.tenant_id AND p.kind = jobs.kind AND p.dedupe_key = jobs.dedupe_key)";
         let scope = format!("status = 'dead' AND ($1 IS NULL OR tenant_id = $1) AND {in_ids}");
         let merge_sql = format!("DELETE FROM jobs WHERE {scope} AND {twin}");
-        let revive_sql =
-            format!("UPDATE jobs SET status = 'pending', attempts = 0, run_at = $3, updated_at = $3 WHERE {scope}");
+        // Of several dead jobs sharing a dedupe key, one is revived and the others merged into it.
+        // (The subquery counts pending rows too: SQLite sees the statement's own earlier updates,
+        // and must not revive a second twin after the first.)
+        let revive_sql = format!(
+            "UPDATE jobs SET status = 'pending', attempts = 0, run_at = $3, updated_at = $3 WHERE {scope} \
+             AND (dedupe_key IS NULL OR id = (SELECT MIN(d.id) FROM jobs d WHERE d.status IN ('dead', 'pending') \
+             AND d.tenant_id = jobs.tenant_id AND d.kind = jobs.kind AND d.dedupe_key = jobs.dedupe_key AND {in_ids}))"
+        );
         let mut tx = self.store.begin().await?;
         let merged = on_tx!(&mut tx, |conn| {
             sqlx::query(&merge_sql)
@@ -519,8 +550,16 @@ impl Jobs<'_> {
                 .await
                 .map(|r| r.rows_affected())
         })?;
+        let merged_after = on_tx!(&mut tx, |conn| {
+            sqlx::query(&merge_sql)
+                .bind(tenant.as_deref())
+                .bind(ids_json.as_deref())
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
         tx.commit().await?;
-        Ok(merged + revived)
+        Ok(merged + revived + merged_after)
     }
 
     /// Removes dead jobs for good (after an operator decided they are not worth redriving).

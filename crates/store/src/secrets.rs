@@ -94,8 +94,11 @@ impl TenantSecrets<'_> {
             .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected())?;
+            // Every secret still accepted retires by the new grace's end at the latest: a rotation
+            // with no grace (after a leak) cuts off older secrets still in an earlier grace too.
             sqlx::query(
-                "UPDATE tenant_secrets SET retires_at = $3 WHERE tenant_id = $1 AND purpose = $2 AND retires_at IS NULL",
+                "UPDATE tenant_secrets SET retires_at = CASE WHEN retires_at IS NULL OR retires_at > $3 THEN $3 \
+                 ELSE retires_at END WHERE tenant_id = $1 AND purpose = $2 AND (retires_at IS NULL OR retires_at > $3)",
             )
             .bind(&tenant)
             .bind(purpose)

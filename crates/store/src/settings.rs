@@ -86,6 +86,9 @@ impl Store {
                 "UPDATE tenant_secrets SET sealed = $2 WHERE id = $1",
                 "tenant_secret",
             ),
+            // Connectors' state: sessions, and template connections' call-id → record maps,
+            // which must survive a rotation (losing one would log a call twice).
+            ("SELECT key, sealed FROM auth_state", "UPDATE auth_state SET sealed = $2 WHERE key = $1", "auth_state"),
         ] {
             let rows: Vec<(String, String)> =
                 on_tx!(&mut tx, |conn| sqlx::query_as(select).fetch_all(&mut *conn).await)?;
@@ -99,11 +102,6 @@ impl Store {
                 resealed += 1;
             }
         }
-
-        // Sessions and tokens are disposable: connectors log in again rather than keep them.
-        on_tx!(&mut tx, |conn| {
-            sqlx::query("DELETE FROM auth_state").execute(&mut *conn).await.map(|r| r.rows_affected())
-        })?;
 
         let check = seal_with(&new_key, crate::vault::CHECK_PLAINTEXT, crate::vault::CHECK_KEY);
         let updated = on_tx!(&mut tx, |conn| {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{Clock, ConnectionId, Secret, TenantId};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
@@ -293,7 +293,7 @@ impl HttpClient {
         let mut body = request.body.clone();
         for hop in 0..=self.policy.max_redirects {
             self.check_target(&url)?;
-            self.take_budget(ctx, &url).await;
+            self.take_budget(ctx, &url).await?;
             let response =
                 self.exchange(ctx, &method, &url, &headers, body.as_ref(), request.timeout, redactor).await?;
             let location = response.headers.get(LOCATION).and_then(|l| l.to_str().ok());
@@ -304,15 +304,24 @@ impl HttpClient {
                 break;
             }
             let next = url.join(location).map_err(|e| OutboundError::InvalidUrl(format!("redirect target: {e}")))?;
-            if next.origin() != url.origin() {
-                // Credentials meant for one origin must not follow a redirect to another.
-                headers.remove(AUTHORIZATION);
-                headers.remove(COOKIE);
-            }
             if matches!(response.status.as_u16(), 301..=303) && method != Method::HEAD {
                 method = Method::GET;
                 body = None;
                 headers.remove(CONTENT_TYPE);
+            }
+            if next.origin() != url.origin() {
+                // Connectors put credentials in headers of every name (Authorization, API keys,
+                // signatures) and in bodies (a login form): none of it may follow the request to
+                // another origin, and nothing may continue over plain http once it was https.
+                if url.scheme() == "https" && next.scheme() != "https" {
+                    return Err(OutboundError::InvalidUrl("redirect from https to http refused".into()));
+                }
+                if body.is_some() {
+                    return Err(OutboundError::InvalidUrl(
+                        "redirect to another origin would resend the request body; refused".into(),
+                    ));
+                }
+                headers = HeaderMap::new();
             }
             url = next;
         }
@@ -337,13 +346,20 @@ impl HttpClient {
         Ok(())
     }
 
-    async fn take_budget(&self, ctx: &CallContext, url: &Url) {
-        if let Some((_, connection)) = ctx.owner {
-            let spec = ctx.rate.unwrap_or(self.policy.per_connection);
-            self.budgets.bucket(&format!("connection:{connection}"), spec).acquire(ctx.lane).await;
-        }
-        let host = url.host_str().unwrap_or_default();
-        self.budgets.bucket(&format!("host:{host}"), self.policy.per_host).acquire(ctx.lane).await;
+    /// Waits for the connection's and the host's budgets, at most the request timeout: a caller
+    /// throttled longer than that is told so (rate limited) instead of hanging.
+    async fn take_budget(&self, ctx: &CallContext, url: &Url) -> Result<(), OutboundError> {
+        let wait = async {
+            if let Some((_, connection)) = ctx.owner {
+                let spec = ctx.rate.unwrap_or(self.policy.per_connection);
+                self.budgets.bucket(&format!("connection:{connection}"), spec).acquire(ctx.lane).await;
+            }
+            let host = url.host_str().unwrap_or_default();
+            self.budgets.bucket(&format!("host:{host}"), self.policy.per_host).acquire(ctx.lane).await;
+        };
+        tokio::time::timeout(self.policy.request_timeout, wait)
+            .await
+            .map_err(|_| OutboundError::RateLimited { retry_after: None })
     }
 
     /// One HTTP exchange, measured and logged.
@@ -475,6 +491,15 @@ fn httpdate_to_system_time(value: &str) -> Option<SystemTime> {
     let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
     let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     let [h, m, s] = hms.as_slice() else { return None };
+    // A remote's header: only plausible dates are computed with.
+    if !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || !(0..24).contains(h)
+        || !(0..60).contains(m)
+        || !(0..=60).contains(s)
+    {
+        return None;
+    }
     let days = crmhub_core::time::days_from_civil(year, month, day);
     let secs = days * 86_400 + h * 3600 + m * 60 + s;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))
@@ -497,5 +522,8 @@ mod tests {
         );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
+        headers
+            .insert(RETRY_AFTER, HeaderValue::from_static("Sun, 99999999999999 Nov 9223372036854775807 08:49:37 GMT"));
+        assert_eq!(retry_after(&headers), None, "absurd dates are ignored, not overflowed");
     }
 }

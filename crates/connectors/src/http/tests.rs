@@ -108,6 +108,7 @@ async fn redirects_are_followed_within_bounds_and_drop_credentials_across_origin
         get({
             let seen = seen_auth.clone();
             move |headers: AxumHeaders| async move {
+                assert!(headers.get("x-api-key").is_none(), "an API key header crossed origins");
                 seen.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
                 "landed"
             }
@@ -117,16 +118,29 @@ async fn redirects_are_followed_within_bounds_and_drop_credentials_across_origin
     let target = format!("{other}/landing");
     let base = serve(
         Router::new()
-            .route("/hop", get(move || async move { (AxumStatus::FOUND, [("location", target)]) }))
+            .route(
+                "/hop",
+                get({
+                    let target = target.clone();
+                    move || async move { (AxumStatus::FOUND, [("location", target)]) }
+                }),
+            )
+            .route("/hop-post", post(move || async move { (AxumStatus::TEMPORARY_REDIRECT, [("location", target)]) }))
             .route("/loop", get(|| async { (AxumStatus::FOUND, [("location", "/loop")]) })),
     )
     .await;
     let (client, _) = client(loopback_allowed());
     let request = OutboundRequest::get(url(&format!("{base}/hop")))
-        .header(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        .header(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"))
+        .header(header::HeaderName::from_static("x-api-key"), HeaderValue::from_static("key-123"));
     let response = client.send(&ctx(), request).await.unwrap();
     assert_eq!(&response.body[..], b"landed");
     assert_eq!(*seen_auth.lock().unwrap(), [None], "Authorization must not cross origins");
+
+    // A body (a login form, say) is never resent to another origin.
+    let post = OutboundRequest::post(url(&format!("{base}/hop-post")), RequestBody::form(&[("accessKey", "secret")]));
+    let err = client.send(&ctx(), post).await.unwrap_err();
+    assert!(matches!(&err, OutboundError::InvalidUrl(m) if m.contains("resend the request body")), "{err:?}");
 
     let err = client.send(&ctx(), OutboundRequest::get(url(&format!("{base}/loop")))).await.unwrap_err();
     assert_eq!(err, OutboundError::TooManyRedirects { limit: 5 });

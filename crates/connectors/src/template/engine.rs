@@ -192,7 +192,8 @@ impl TemplateConnector {
         if stale.is_none() {
             if let Some(stored) = self.auth.current(&self.auth_key).await? {
                 let session = parse_session(&stored)?;
-                if session.expires_at.is_none_or(|at| at > now_unix() + 30) {
+                // Renew shortly before expiry; a token that lives only seconds is used to its end.
+                if session.expires_at.is_none_or(|at| at > now_unix().saturating_add(5)) {
                     return Ok((stored, session));
                 }
                 let renewed = self.auth.renew(&self.auth_key, Some(&stored), || self.login()).await?;

@@ -563,8 +563,15 @@ impl Reader<'_> {
                 self.error(path, refused);
                 return None;
             }
-            let origin = parsed.origin().ascii_serialization();
-            (UrlBase::Fixed(parsed.clone()), raw[origin.len()..].to_owned())
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                self.error(path, "must not contain credentials; use a secret field and a parameter");
+                return None;
+            }
+            // What follows the authority, found in the raw text (the parsed URL normalises the
+            // host, so its length may differ from what was written).
+            let after_scheme = raw.find("://").map_or(0, |i| i + 3);
+            let rest_at = raw[after_scheme..].find(['/', '?', '#']).map_or(raw.len(), |i| after_scheme + i);
+            (UrlBase::Fixed(parsed.clone()), raw[rest_at..].to_owned())
         };
         if rest.contains("{{") {
             self.error(path, "only {{host}} may be interpolated into a URL; put values in path parameters ({slot}) or query parameters");

@@ -167,14 +167,15 @@ fn header_value(name: &str, value: &str) -> Result<HeaderValue, CrmError> {
     HeaderValue::from_str(value).map_err(|_| CrmError::validation(name, "is not a valid header value"))
 }
 
-/// One path segment: every byte outside the unreserved set is percent-encoded, and `.`/`..`
-/// (which URL normalisation would resolve) are encoded too.
+/// One path segment: every byte outside the unreserved set is percent-encoded. `.` and `..`
+/// are refused: URL normalisation resolves them even percent-encoded (`%2E%2E`), which would
+/// move the request up a level.
 fn encode_segment(name: &str, value: &str) -> Result<String, CrmError> {
     if value.is_empty() {
         return Err(CrmError::validation(name, "a path parameter must not be empty"));
     }
     if value == "." || value == ".." {
-        return Ok(value.replace('.', "%2E"));
+        return Err(CrmError::validation(name, "a path parameter must not be \".\" or \"..\""));
     }
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
@@ -211,7 +212,9 @@ mod tests {
     #[test]
     fn hostile_path_values_stay_one_segment() {
         assert_eq!(encode_segment("id", "../admin").unwrap(), "..%2Fadmin");
-        assert_eq!(encode_segment("id", "..").unwrap(), "%2E%2E");
+        assert!(encode_segment("id", "..").is_err());
+        assert!(encode_segment("id", ".").is_err());
+        assert_eq!(encode_segment("id", "...").unwrap(), "...");
         assert_eq!(encode_segment("id", "a#b?c=d@e f").unwrap(), "a%23b%3Fc%3Dd%40e%20f");
         assert_eq!(encode_segment("id", "é").unwrap(), "%C3%A9");
         assert!(encode_segment("id", "").is_err());
@@ -270,6 +273,16 @@ endpoints:
         assert_eq!(body["contact"]["name"], "Quote\", \"role\": \"admin");
         assert!(body.get("role").is_none() && body["contact"].get("role").is_none(), "no injected member");
         assert_eq!(body["vtql"], "SELECT * FROM Contacts WHERE lastname = 'O''Brien';");
+
+        // The finished URL, not just the encoded text: a dot segment never climbs a level.
+        struct Dots;
+        impl Scope for Dots {
+            fn lookup(&self, _source: &super::super::expr::Source) -> Option<String> {
+                Some("..".into())
+            }
+        }
+        let err = build(&template.endpoints[0], &host, &Dots).unwrap_err();
+        assert!(matches!(&err, CrmError::Validation { field, .. } if field == "id"), "{err:?}");
     }
 
     #[test]

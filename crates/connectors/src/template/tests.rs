@@ -198,3 +198,22 @@ fn the_published_schema_lists_what_the_reader_accepts() {
         &schema["properties"]["endpoints"]["items"]["properties"]["parameters"]["items"]["properties"]["kind"]["enum"];
     assert_eq!(kinds, &serde_json::json!(["header", "body", "query", "path", "md5"]));
 }
+
+#[test]
+fn fixed_urls_keep_their_path_whatever_the_host_looks_like() {
+    for (url, path) in [
+        ("https://ü.example/abcé/{id}", "abcé"),
+        ("https://crm.example.com:443/v1/{id}", "v1"),
+        ("https://crm.example.com/v1/{id}", "v1"),
+    ] {
+        let source = MINIMAL.replace("\"{{host}}/contacts\"", &format!("\"{url}\"")).replace(
+            "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+            "      - { name: q, kind: query, value: \"{{input.query}}\" }\n      - { name: id, kind: path, value: \"{{input.query}}\" }",
+        );
+        let template = check(&source).unwrap_or_else(|e| panic!("{url}: {e:#?}"));
+        let first = &template.endpoints[0].url.segments[0];
+        assert!(matches!(first, model::UrlSegment::Literal(l) if l == path), "{url}: {first:?}");
+    }
+    let errors = check(&MINIMAL.replace("\"{{host}}/contacts\"", "\"https://u:p@crm.example.com/v1\"")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("must not contain credentials")), "{errors:#?}");
+}

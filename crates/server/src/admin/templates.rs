@@ -99,7 +99,7 @@ async fn check(_: AdminAuth, State(state): State<AppState>, headers: HeaderMap, 
     ))
 }
 
-async fn schema() -> impl IntoResponse {
+async fn schema(_: AdminAuth) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/schema+json")], JSON_SCHEMA)
 }
 

@@ -27,6 +27,8 @@ on_both_backends!(
     enqueue_joins_the_callers_transaction,
     priority_runs_first,
     redrive_merges_into_a_pending_twin,
+    a_failing_job_merges_into_a_newer_pending_twin,
+    redrive_revives_one_of_several_dead_twins,
 );
 
 /// Runs every runnable job with `handler` until none is left; returns how many ran.
@@ -284,5 +286,41 @@ async fn redrive_merges_into_a_pending_twin(which: Which) {
     store.jobs().fail(&claimed, "boom", 0).await.unwrap();
     store.jobs().enqueue(t.id, job()).await.unwrap(); // a fresh pending twin
     assert_eq!(store.jobs().redrive(None, Redrive::AllDead).await.unwrap(), 1);
+    assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 0, dead: 0 });
+}
+
+async fn a_failing_job_merges_into_a_newer_pending_twin(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    let job = || NewJob::new("sync.contact", json!({})).dedupe_key("contact:9");
+    store.jobs().enqueue(t.id, job()).await.unwrap();
+    let running = store.jobs().claim("w", LEASE).await.unwrap().unwrap();
+    let twin = store.jobs().enqueue(t.id, job()).await.unwrap().id(); // new information meanwhile
+    assert_eq!(store.jobs().fail(&running, "boom", 0).await.unwrap(), JobStatus::Pending);
+    let listed = store.jobs().list(&JobFilter::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [twin], "merged into the twin, nothing stuck running");
+
+    let running = store.jobs().claim("w", LEASE).await.unwrap().unwrap();
+    store.jobs().enqueue(t.id, job()).await.unwrap();
+    store.jobs().defer(&running, 0, Some("shutting down")).await.unwrap();
+    assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 0, dead: 0 });
+}
+
+async fn redrive_revives_one_of_several_dead_twins(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    for _ in 0..3 {
+        store
+            .jobs()
+            .enqueue(t.id, NewJob::new("sync.contact", json!({})).dedupe_key("contact:1").max_attempts(1))
+            .await
+            .unwrap();
+        let claimed = store.jobs().claim("w", LEASE).await.unwrap().unwrap();
+        store.jobs().fail(&claimed, "boom", 0).await.unwrap();
+    }
+    assert_eq!(store.jobs().depth(None).await.unwrap().dead, 3);
+    assert_eq!(store.jobs().redrive(Some(t.id), Redrive::AllDead).await.unwrap(), 3);
     assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 0, dead: 0 });
 }

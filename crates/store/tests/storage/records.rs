@@ -217,6 +217,19 @@ async fn tenant_secrets_rotate_with_grace(which: Which) {
 
     let other = tenant(&store, "other").await;
     assert!(store.secrets(other.id).valid(purpose).await.unwrap().is_empty());
+
+    // After a leak: rotate with a day's grace, then again with none. Every older secret stops
+    // at once, including the one still inside the first rotation's grace.
+    let leaked = secrets.rotate(purpose, None, Duration::from_secs(86_400)).await.unwrap();
+    assert_eq!(secrets.valid(purpose).await.unwrap().len(), 2);
+    let fresh = secrets.rotate(purpose, None, Duration::ZERO).await.unwrap();
+    let valid = secrets.valid(purpose).await.unwrap();
+    assert_eq!(
+        valid.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [fresh.id.as_str()],
+        "leaked {} retired",
+        leaked.id
+    );
 }
 
 async fn request_log_keeps_newest_and_prunes(which: Which) {

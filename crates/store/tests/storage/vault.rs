@@ -72,9 +72,13 @@ async fn rotation_reseals_everything_under_the_new_key(which: Which) {
     let conn = connection(&store, &t, "Main", "ak").await;
     let signing = store.secrets(t.id).rotate("social_inbox.search", None, Duration::ZERO).await.unwrap();
 
+    use crmhub_core::auth_state::AuthStateStore;
+    store.save("template-state:t:c:call:pbx-1", &crmhub_core::Secret::new("{\"record_id\":\"call_1\"}")).await.unwrap();
     let new_key = MasterKey::generate();
     let (store, report) = store.rotate_master_key(new_key.clone()).await.unwrap();
-    assert_eq!(report.values_resealed, 2);
+    assert_eq!(report.values_resealed, 3);
+    let kept = store.load("template-state:t:c:call:pbx-1").await.unwrap().expect("state survives a rotation");
+    assert_eq!(kept.expose(), "{\"record_id\":\"call_1\"}");
     assert_eq!((report.old_key_id.as_str(), report.new_key_id.as_str()), (db.key.id(), new_key.id()));
     assert_eq!(store.connections(t.id).credentials(conn.id).await.unwrap().get("access_key").unwrap().expose(), "ak");
     store.close().await;
