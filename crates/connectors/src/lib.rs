@@ -62,7 +62,7 @@ impl Connectors {
 
     /// The CRM behind `spec`. `lane` decides whether its calls wait behind interactive ones.
     pub fn crm(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn Crm>, CrmError> {
-        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
+        let ctx = context(&spec, lane);
         match spec.kind {
             ConnectorKind::Vtiger => Ok(Arc::new(vtiger::Vtiger::new(
                 self.http.clone(),
@@ -80,7 +80,7 @@ impl Connectors {
 
     /// The SMS provider behind an `sms` template connection.
     pub fn sms(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn SmsSender>, CrmError> {
-        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
+        let ctx = context(&spec, lane);
         match spec.kind {
             ConnectorKind::Template(_) => Ok(self.template(spec, ctx)?),
             other => Err(CrmError::validation("kind", format!("a {other} connection cannot send SMS"))),
@@ -93,8 +93,7 @@ impl Connectors {
         spec: ConnectionSpec<'_>,
         lane: Lane,
     ) -> Result<Arc<template::TemplateConnector>, CrmError> {
-        let ctx = CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id);
-        self.template(spec, ctx)
+        self.template(spec, context(&spec, lane))
     }
 
     fn template(
@@ -117,6 +116,11 @@ impl Connectors {
             spec.region,
         )?))
     }
+}
+
+/// Who the connection's calls are, for budgets, metrics and its request log.
+fn context(spec: &ConnectionSpec<'_>, lane: Lane) -> CallContext {
+    CallContext::new(spec.kind.metric_label(), lane).for_connection(spec.tenant, spec.id)
 }
 
 fn unavailable(kind: &ConnectorKind) -> CrmError {

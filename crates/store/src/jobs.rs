@@ -533,33 +533,17 @@ impl Jobs<'_> {
              AND d.tenant_id = jobs.tenant_id AND d.kind = jobs.kind AND d.dedupe_key = jobs.dedupe_key AND {in_ids}))"
         );
         let mut tx = self.store.begin().await?;
-        let merged = on_tx!(&mut tx, |conn| {
-            sqlx::query(&merge_sql)
-                .bind(tenant.as_deref())
-                .bind(ids_json.as_deref())
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        let revived = on_tx!(&mut tx, |conn| {
-            sqlx::query(&revive_sql)
-                .bind(tenant.as_deref())
-                .bind(ids_json.as_deref())
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        let merged_after = on_tx!(&mut tx, |conn| {
-            sqlx::query(&merge_sql)
-                .bind(tenant.as_deref())
-                .bind(ids_json.as_deref())
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+        let mut changed = 0;
+        // Merge dead jobs into pending twins, revive one per key, then merge the rest into it.
+        for (sql, with_now) in [(&merge_sql, false), (&revive_sql, true), (&merge_sql, false)] {
+            changed += on_tx!(&mut tx, |conn| {
+                let query = sqlx::query(sql).bind(tenant.as_deref()).bind(ids_json.as_deref());
+                let query = if with_now { query.bind(now) } else { query };
+                query.execute(&mut *conn).await.map(|r| r.rows_affected())
+            })?;
+        }
         tx.commit().await?;
-        Ok(merged + revived + merged_after)
+        Ok(changed)
     }
 
     /// Removes dead jobs for good (after an operator decided they are not worth redriving).

@@ -31,11 +31,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use crmhub_core::clock::{Clock, SystemClock};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::support::Served;
 
 pub use faults::Fault;
 
@@ -373,15 +372,13 @@ pub fn router(state: VtigerSim) -> axum::Router {
 #[derive(Debug)]
 pub struct VtigerSimHandle {
     sim: VtigerSim,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    served: Served,
 }
 
 impl VtigerSimHandle {
     /// `http://127.0.0.1:PORT{base_path}`; the webservice is `{base_url}/webservice.php`.
     pub fn base_url(&self) -> String {
-        format!("http://{}{}", self.addr, self.sim.base_path())
+        format!("http://{}{}", self.served.addr(), self.sim.base_path())
     }
 
     /// `{base_url}/webservice.php`.
@@ -390,7 +387,7 @@ impl VtigerSimHandle {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.served.addr()
     }
 
     pub fn sim(&self) -> &VtigerSim {
@@ -398,16 +395,8 @@ impl VtigerSimHandle {
     }
 
     /// Stops accepting connections and waits (up to 5 s) for open ones to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
-                abort.abort();
-            }
-        }
+    pub async fn shutdown(self) {
+        self.served.shutdown().await;
     }
 }
 
@@ -419,33 +408,11 @@ impl Deref for VtigerSimHandle {
     }
 }
 
-impl Drop for VtigerSimHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 /// Binds `127.0.0.1:0` and serves a new simulator on it.
 pub async fn try_spawn(options: VtigerSimOptions) -> std::io::Result<VtigerSimHandle> {
     let sim = VtigerSim::new(options);
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let app = router(sim.clone());
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "vtiger simulator stopped with an error");
-        }
-    });
-    tracing::info!(%addr, "vtiger simulator listening");
-    Ok(VtigerSimHandle { sim, addr, shutdown: Some(tx), task: Some(task) })
+    let served = Served::start(router(sim.clone()), "vtiger").await?;
+    Ok(VtigerSimHandle { sim, served })
 }
 
 /// Binds `127.0.0.1:0` and serves a new simulator on it.
