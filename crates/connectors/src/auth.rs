@@ -21,6 +21,15 @@ pub struct AuthKey {
     pub state: String,
 }
 
+impl AuthKey {
+    /// The login lock for one remote account, whichever connector kind speaks to it: a native
+    /// and a template connection for the same Vtiger user race the one challenge token Vtiger
+    /// keeps per user, so they must serialise on the same key.
+    pub fn login_lock(host: &crmhub_core::connection::Host, account: &str) -> String {
+        format!("login:{}:{}", host.as_str(), account.trim().to_lowercase())
+    }
+}
+
 #[derive(Clone)]
 pub struct SharedAuth {
     store: Arc<dyn AuthStateStore>,

@@ -96,7 +96,7 @@ impl Vtiger {
         // Logins serialise per remote user; sessions are shared only with the same key.
         let account = format!("vtiger:{}:{}", host.as_str(), username.to_lowercase());
         let key_hash = hex::encode(&Md5::digest(format!("crmhub:{}", access_key.expose()))[..8]);
-        let auth_key = AuthKey { lock: account.clone(), state: format!("{account}:{key_hash}") };
+        let auth_key = AuthKey { lock: AuthKey::login_lock(host, &username), state: format!("{account}:{key_hash}") };
         let ctx = ctx.redacting([access_key.clone()]);
         Ok(Self {
             http,
