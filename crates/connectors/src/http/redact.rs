@@ -7,9 +7,13 @@ use serde_json::Value;
 use url::Url;
 
 /// Whether a parameter or JSON key by this name carries a secret.
+///
+/// `code` is not such a name: it is how CRMs name their error (Vtiger's `"code":
+/// "INVALID_SESSIONID"`), the one field that says what went wrong. A secret that travels as
+/// `code` (an OAuth authorization code) is masked by value, through the call's `redact` list.
 pub fn is_sensitive_name(name: &str) -> bool {
     let folded: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
-    const EXACT: &[&str] = &["sig", "key", "code", "auth", "hash"];
+    const EXACT: &[&str] = &["sig", "key", "auth", "hash"];
     const CONTAINS: &[&str] =
         &["pass", "secret", "token", "apikey", "accesskey", "session", "signature", "authorization", "credential"];
     EXACT.contains(&folded.as_str()) || CONTAINS.iter().any(|needle| folded.contains(needle))
@@ -139,7 +143,7 @@ mod tests {
         ] {
             assert!(is_sensitive_name(name), "{name}");
         }
-        for name in ["operation", "query", "username", "elementType", "id", "q", "expires"] {
+        for name in ["operation", "query", "username", "elementType", "id", "q", "expires", "code"] {
             assert!(!is_sensitive_name(name), "{name}");
         }
     }
@@ -168,6 +172,11 @@ mod tests {
         let json = br#"{"success":true,"result":{"sessionName":"s-1","userId":"19x1","note":"topsecret-value"}}"#;
         let logged = r.body(json, Some("application/json"), 1000).unwrap();
         assert!(!logged.contains("s-1") && !logged.contains("topsecret-value") && logged.contains("19x1"), "{logged}");
+
+        // An error's code names the problem and stays; a secret echoed in its message does not.
+        let json = br#"{"success":false,"error":{"code":"INVALID_SESSIONID","message":"bad topsecret-value"}}"#;
+        let logged = r.body(json, Some("application/json"), 1000).unwrap();
+        assert!(logged.contains(r#""code":"INVALID_SESSIONID""#) && !logged.contains("topsecret-value"), "{logged}");
 
         let long = "é".repeat(100);
         let cut = r.body(long.as_bytes(), Some("text/plain"), 11).unwrap();

@@ -14,28 +14,10 @@ use crmhub_core::time::{parse_utc, utc_date_time as date_time};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::vtql::{Cond, Query, contains, digits_in_order};
+use super::queries::{self, EMAIL_FIELDS, PHONE_FIELDS, SearchTerm};
 use super::{Record, Vtiger, text};
 
 const CAPABILITIES: &[Capability] = &Capability::ALL;
-const PHONE_FIELDS: &[&str] = &["phone", "mobile", "homephone", "otherphone", "assistantphone", "fax"];
-const EMAIL_FIELDS: &[&str] = &["email", "secondaryemail"];
-/// What a search result needs; selecting only these keeps Vtiger from sending every field of
-/// every matching contact.
-const SUMMARY_FIELDS: &[&str] = &[
-    "id",
-    "firstname",
-    "lastname",
-    "email",
-    "secondaryemail",
-    "phone",
-    "mobile",
-    "homephone",
-    "otherphone",
-    "assistantphone",
-    "fax",
-    "account_id",
-];
 /// Contacts scanned at most for one search or phone lookup (pages of 100).
 const MAX_SCAN: usize = 5_000;
 /// How long an account's name is reused on search results (a rename shows within this delay).
@@ -70,20 +52,25 @@ impl Vtiger {
             }
         }
         for chunk in missing.chunks(40) {
-            let query = Query::select(&["accountname"], "Accounts")?.filter(Cond::is_in("id", chunk)?);
-            let rows = self.query(&query).await?;
-            let mut cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            for row in rows {
-                if let (Some(id), Some(name)) = (text(&row, "id"), text(&row, "accountname")) {
-                    cache.insert(id.to_owned(), (name.to_owned(), std::time::Instant::now()));
-                    names.insert(id.to_owned(), name.to_owned());
-                }
-            }
+            let rows = self.query(&queries::account_names(chunk)?).await?;
+            self.remember_account_names(&rows);
+            names.extend(
+                rows.iter().filter_map(|row| Some((text(row, "id")?.to_owned(), text(row, "accountname")?.to_owned()))),
+            );
         }
         Ok(names)
+    }
+
+    fn remember_account_names(&self, accounts: &[Record]) {
+        let mut cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        for row in accounts {
+            if let (Some(id), Some(name)) = (text(row, "id"), text(row, "accountname")) {
+                cache.insert(id.to_owned(), (name.to_owned(), std::time::Instant::now()));
+            }
+        }
     }
 
     async fn summaries(&self, records: Vec<Record>) -> Result<Vec<ContactSummary>, CrmError> {
@@ -104,18 +91,9 @@ impl Vtiger {
 
     async fn activities(&self, contact: &str, max: usize) -> Result<Vec<Activity>, CrmError> {
         let rows = max.clamp(1, 100) as u32;
-        let notes = Query::select(&[], "ModComments")?
-            .filter(Cond::eq("related_to", contact)?)
-            .order_by("createdtime", true)?
-            .limit(0, rows);
-        let events = Query::select(&[], "Events")?
-            .filter(Cond::eq("contact_id", contact)?)
-            .order_by("date_start", true)?
-            .limit(0, rows);
-        let tickets = Query::select(&[], "HelpDesk")?
-            .filter(Cond::eq("contact_id", contact)?)
-            .order_by("createdtime", true)?
-            .limit(0, rows);
+        let notes = queries::related_newest("ModComments", "related_to", contact, "createdtime", rows)?;
+        let events = queries::related_newest("Events", "contact_id", contact, "date_start", rows)?;
+        let tickets = queries::related_newest("HelpDesk", "contact_id", contact, "createdtime", rows)?;
         let mut all: Vec<Activity> = Vec::new();
         all.extend(self.query(&notes).await?.iter().map(|r| Activity {
             kind: ActivityKind::Note,
@@ -159,10 +137,7 @@ impl Vtiger {
     }
 
     async fn open_tickets(&self, contact: &str) -> Result<usize, CrmError> {
-        let query = Query::select(&["ticketstatus"], "HelpDesk")?
-            .filter(Cond::eq("contact_id", contact)?)
-            .order_by("id", false)?;
-        let rows = self.query_all(query, 1_000).await?;
+        let rows = self.query_all(queries::ticket_statuses(contact)?, 1_000).await?;
         Ok(rows.iter().filter(|r| text(r, "ticketstatus") != Some("Closed")).count())
     }
 
@@ -180,10 +155,7 @@ impl Vtiger {
 
     /// The call-log record made for `call_id` before, if any.
     async fn logged_call(&self, marker: &str) -> Result<Option<Record>, CrmError> {
-        let query = Query::select(&["id", "eventstatus", "description"], "Events")?
-            .filter(Cond::like("description", contains(marker))?)
-            .order_by("id", false)?;
-        let rows = self.query_all(query, 200).await?;
+        let rows = self.query_all(queries::call_logs_marked(marker)?, 200).await?;
         Ok(rows.into_iter().find(|r| text(r, "description").is_some_and(|d| d.contains(marker))))
     }
 }
@@ -248,9 +220,16 @@ impl Crm for Vtiger {
     async fn check(&self) -> Result<ConnectionCheck, CrmError> {
         let session = self.session(None).await?;
         let contacts = self.describe("Contacts").await?;
+        // The queries a search sends, one row each: a grammar this installation refuses shows
+        // here rather than at the first customer's search.
+        let probe = SearchTerm::parse("crmhub connection test").expect("a non-empty term");
+        self.query(&queries::accounts_named(&probe)?.limit(0, 1)).await?;
+        self.query(&queries::contact_search(&probe, &["11x1".to_owned()])?.limit(0, 1)).await?;
+        self.query(&queries::contacts_by_phone(&["84912345678".to_owned()])?.limit(0, 1)).await?;
         let mut details = vec![
             LabeledValue::new("user", format!("{} ({})", self.username, session.user_id)),
             LabeledValue::new("contacts fields", contacts.fields.len().to_string()),
+            LabeledValue::new("search", "ok"),
         ];
         if let Some(version) = session.version {
             details.insert(0, LabeledValue::new("vtiger version", version));
@@ -259,45 +238,37 @@ impl Crm for Vtiger {
     }
 
     async fn search_contacts(&self, query: &str, limit: usize) -> Result<Vec<ContactSummary>, CrmError> {
-        let term = query.trim();
-        if term.is_empty() || limit == 0 {
+        let Some(term) = SearchTerm::parse(query) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
             return Ok(Vec::new());
         }
-        let words: Vec<&str> = term.split_whitespace().take(6).collect();
-        let mut any = vec![Cond::And(
-            words
-                .iter()
-                .map(|w| {
-                    Ok(Cond::Or(vec![Cond::like("firstname", contains(w))?, Cond::like("lastname", contains(w))?]))
-                })
-                .collect::<Result<_, CrmError>>()?,
-        )];
-        for field in EMAIL_FIELDS {
-            any.push(Cond::like(field, contains(term))?);
-        }
-        let digits: String = term.chars().filter(char::is_ascii_digit).collect();
-        let phone_like = digits.len() >= 3 && term.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
-        if phone_like {
-            for field in PHONE_FIELDS {
-                any.push(Cond::like(field, digits_in_order(&digits))?);
-            }
-        }
-        let query = Query::select(SUMMARY_FIELDS, "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
+        // Contacts of a matching company belong in the results, and VTQL has no joins: the
+        // matching accounts first (their names serve the results too), then their contacts
+        // alongside the name, e-mail and phone matches.
+        let accounts =
+            if term.may_be_a_company() { self.query(&queries::accounts_named(&term)?).await? } else { Vec::new() };
+        let account_ids: Vec<String> = accounts.iter().filter_map(|a| text(a, "id")).map(str::to_owned).collect();
+        self.remember_account_names(&accounts);
+        let query = queries::contact_search(&term, &account_ids)?;
         // The patterns may match more than the literal term (wildcards in it, separators in
-        // phones); keep only true matches.
-        let lowered: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
-        let whole = term.to_lowercase();
+        // phones, words beyond those in the query); keep only true matches.
+        let lowered: Vec<String> = term.words.iter().map(|w| w.to_lowercase()).collect();
+        let whole = term.whole.to_lowercase();
         let matches = |r: &Record| {
             let name = |f| text(r, f).unwrap_or_default().to_lowercase();
             let (first, last) = (name("firstname"), name("lastname"));
             lowered.iter().all(|w| first.contains(w) || last.contains(w))
                 || EMAIL_FIELDS.iter().any(|f| text(r, f).is_some_and(|e| e.to_lowercase().contains(&whole)))
-                || (phone_like
-                    && PHONE_FIELDS.iter().any(|f| {
+                || text(r, "account_id").is_some_and(|a| account_ids.iter().any(|id| id == a))
+                || term.phone_digits.as_ref().is_some_and(|digits| {
+                    PHONE_FIELDS.iter().any(|f| {
                         text(r, f).is_some_and(|p| {
-                            p.chars().filter(char::is_ascii_digit).collect::<String>().contains(&digits)
+                            p.chars().filter(char::is_ascii_digit).collect::<String>().contains(digits.as_str())
                         })
-                    }))
+                    })
+                })
         };
         let mut found = Vec::new();
         let mut offset = 0u64;
@@ -318,14 +289,7 @@ impl Crm for Vtiger {
         let mut patterns: Vec<String> = phone.digits_patterns();
         patterns.sort();
         patterns.dedup();
-        let mut any = Vec::new();
-        for digits in &patterns {
-            for field in PHONE_FIELDS {
-                any.push(Cond::like(field, digits_in_order(digits))?);
-            }
-        }
-        let query = Query::select(SUMMARY_FIELDS, "Contacts")?.filter(Cond::Or(any)).order_by("id", false)?;
-        let candidates = self.query_all(query, MAX_SCAN).await?;
+        let candidates = self.query_all(queries::contacts_by_phone(&patterns)?, MAX_SCAN).await?;
         let matching: Vec<Record> = candidates
             .into_iter()
             .filter(|r| {
@@ -535,35 +499,26 @@ impl Crm for Vtiger {
                     .unwrap_or_default();
                 let last = result.get("lastModifiedTime").and_then(Value::as_i64).unwrap_or(modified_time);
                 let more = result.get("more").and_then(Value::as_bool).unwrap_or(false);
-                // `sync` returns changes strictly after `modifiedTime`, at one-second
-                // resolution: a record written later in the same second as the last change would
-                // never be reported. Re-reading that second repeats a few records (the feed is an
-                // upsert, so that is harmless) and loses none.
-                let last = if last > modified_time { last - 1 } else { last };
+                let next = next_sync_position(modified_time, last, more);
                 let companies = self.company_names(&updated).await?;
                 return Ok(ChangePage {
                     updated: updated.iter().map(|r| contact_record(r, &companies)).collect(),
                     deleted,
-                    next: cursor(&FeedPosition::Sync { modified_time: last }),
+                    next: cursor(&next),
                     more,
                 });
             }
         }
-        // Watermark on (modifiedtime, id): `id >` compares numerically in VTQL.
+        // Watermark on (modifiedtime, id): `id >` compares the numeric crmid in VTQL.
         let (modified, after_id) = match position {
             Some(FeedPosition::Query { modified, id }) => (modified, id),
-            Some(FeedPosition::Sync { modified_time }) => (date_time(modified_time).0 + " 00:00:00", "0x0".into()),
+            Some(FeedPosition::Sync { modified_time }) => {
+                let (date, time) = date_time(modified_time);
+                (format!("{date} {time}"), "0x0".into())
+            }
             None => ("1970-01-01 00:00:00".into(), "0x0".into()),
         };
-        let filter = Cond::Or(vec![
-            Cond::gt("modifiedtime", &modified)?,
-            Cond::And(vec![Cond::eq("modifiedtime", &modified)?, Cond::gt("id", &after_id)?]),
-        ]);
-        let query = Query::select(&[], "Contacts")?
-            .filter(filter)
-            .order_by("modifiedtime", false)?
-            .order_by("id", false)?
-            .limit(0, super::vtql::PAGE);
+        let query = queries::changes_after(&modified, &after_id)?;
         let rows = self.query(&query).await?;
         let more = rows.len() == super::vtql::PAGE as usize;
         let next = match rows.last() {
@@ -583,9 +538,48 @@ impl Crm for Vtiger {
     }
 }
 
+/// Where the feed goes on after a `sync` page from `asked` that ended at `last`.
+///
+/// `sync` reports changes strictly after its `modifiedTime`, at one-second resolution, so a
+/// record written later in the second `last` would never be reported: when the feed is caught
+/// up (`more` false) it re-reads that second next time (a few repeated upserts, nothing lost).
+/// While `more` is true, Vtiger already holds changes after `last`, so that second is over and
+/// the feed moves past it; re-reading it then would stall on a second holding more than a page
+/// of records (a mass edit), which `sync` returns whole each time. Should `more` ever come
+/// without progress, the `(modifiedtime, id)` watermark pages that second by id instead.
+fn next_sync_position(asked: i64, last: i64, more: bool) -> FeedPosition {
+    match (more, last > asked) {
+        (true, true) => FeedPosition::Sync { modified_time: last },
+        (true, false) => {
+            let (date, time) = date_time(asked);
+            FeedPosition::Query { modified: format!("{date} {time}"), id: "0x0".into() }
+        }
+        (false, _) => FeedPosition::Sync { modified_time: (last - 1).max(asked) },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sync_position_always_moves_while_there_is_more() {
+        let sync = |p: FeedPosition| match p {
+            FeedPosition::Sync { modified_time } => modified_time,
+            FeedPosition::Query { .. } => panic!("{p:?}"),
+        };
+        // 150 records in the second 1000, more after it: the next read starts past 1000.
+        assert_eq!(sync(next_sync_position(999, 1000, true)), 1000);
+        // Caught up: the last second is read again.
+        assert_eq!(sync(next_sync_position(999, 1000, false)), 999);
+        assert_eq!(sync(next_sync_position(500, 1000, false)), 999);
+        assert_eq!(sync(next_sync_position(1000, 1000, false)), 1000);
+        // `more` without progress pages that second by id.
+        assert!(matches!(
+            next_sync_position(1000, 1000, true),
+            FeedPosition::Query { modified, id } if modified == "1970-01-01 00:16:40" && id == "0x0"
+        ));
+    }
 
     #[test]
     fn call_markers_are_searchable_and_safe() {

@@ -317,17 +317,34 @@ impl Vtiger {
         if *self.sync_works.lock().unwrap_or_else(|p| p.into_inner()) == Some(false) {
             return Ok(None);
         }
-        let params = [("modifiedTime", modified_time.max(1).to_string()), ("elementType", module.to_owned())];
+        // `application` reports every record; without it Vtiger reports only those the
+        // integration user owns, and a contact assigned to a group would never be synced.
+        let params = [
+            ("modifiedTime", modified_time.max(1).to_string()),
+            ("elementType", module.to_owned()),
+            ("syncType", "application".to_owned()),
+        ];
         let session = self.session(None).await?;
         let mut answer = self.exchange("sync", Method::Get, &params, Some(&session)).await?;
         if matches!(&answer, Answer::Failed { code, .. } if SESSION_ERRORS.contains(&code.as_str())) {
             let fresh = self.session(Some(&session)).await?;
             answer = self.exchange("sync", Method::Get, &params, Some(&fresh)).await?;
         }
-        let works = !matches!(answer, Answer::EmptyServerError);
+        let works = match &answer {
+            Answer::EmptyServerError => {
+                tracing::info!("Vtiger sync is broken on this installation (HTTP 500); using query watermarks");
+                false
+            }
+            // Only admin users may sync the whole application; a non-admin user's own sync
+            // would miss other owners' records, while a query sees all it may read.
+            Answer::Failed { code, message } if code == "ACCESS_DENIED" => {
+                tracing::info!(%message, "Vtiger refuses an application sync to this user; using query watermarks");
+                false
+            }
+            _ => true,
+        };
         *self.sync_works.lock().unwrap_or_else(|p| p.into_inner()) = Some(works);
         if !works {
-            tracing::info!("Vtiger sync is broken on this installation (HTTP 500); using query watermarks");
             return Ok(None);
         }
         into_result("sync", answer).map(Some)

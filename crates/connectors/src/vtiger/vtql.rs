@@ -91,25 +91,54 @@ impl Cond {
         Ok(Self::In(identifier(column)?.to_owned(), quoted))
     }
 
-    fn write(&self, out: &mut String) {
+    /// The condition as a sum of products: a list of alternatives, each a list of comparisons
+    /// that must all hold. Vtiger 8.2's VTQL has no grouping parentheses (contract §6), but
+    /// `AND` binds tighter than `OR`, so every condition can be written flat in this form.
+    fn sum_of_products(&self) -> Vec<Vec<String>> {
         match self {
-            Self::Compare(column, op, value) => {
-                let _ = write!(out, "{column} {op} {value}");
-            }
-            Self::In(column, values) => {
-                let _ = write!(out, "{column} IN ({})", values.join(","));
-            }
-            Self::And(parts) | Self::Or(parts) => {
-                let joiner = if matches!(self, Self::And(_)) { " AND " } else { " OR " };
-                out.push('(');
-                for (i, part) in parts.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(joiner);
+            Self::Compare(column, op, value) => vec![vec![format!("{column} {op} {value}")]],
+            Self::In(column, values) => vec![vec![format!("{column} IN ({})", values.join(","))]],
+            Self::Or(parts) => {
+                let mut out: Vec<Vec<String>> = Vec::new();
+                for product in parts.iter().flat_map(Self::sum_of_products) {
+                    if !out.contains(&product) {
+                        out.push(product);
                     }
-                    part.write(out);
                 }
-                out.push(')');
+                out
             }
+            Self::And(parts) => {
+                let mut out: Vec<Vec<String>> = vec![Vec::new()];
+                for part in parts {
+                    let alternatives = part.sum_of_products();
+                    let mut next = Vec::with_capacity(out.len() * alternatives.len());
+                    for prefix in &out {
+                        for alternative in &alternatives {
+                            let mut product = prefix.clone();
+                            for term in alternative {
+                                if !product.contains(term) {
+                                    product.push(term.clone());
+                                }
+                            }
+                            if !next.contains(&product) {
+                                next.push(product);
+                            }
+                        }
+                    }
+                    out = next;
+                }
+                out
+            }
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        let products = self.sum_of_products();
+        for (i, product) in products.iter().enumerate() {
+            if i > 0 {
+                out.push_str(" OR ");
+            }
+            out.push_str(&product.join(" AND "));
         }
     }
 }
@@ -158,7 +187,8 @@ impl Query {
         let mut out = String::from("SELECT ");
         out.push_str(&if self.columns.is_empty() { "*".to_owned() } else { self.columns.join(", ") });
         let _ = write!(out, " FROM {}", self.module);
-        if let Some(filter) = &self.filter {
+        // A product with no terms is always true: no WHERE at all.
+        if let Some(filter) = self.filter.as_ref().filter(|f| f.sum_of_products().iter().all(|p| !p.is_empty())) {
             out.push_str(" WHERE ");
             filter.write(&mut out);
         }
@@ -172,6 +202,223 @@ impl Query {
         }
         out.push(';');
         out
+    }
+}
+
+/// A recogniser for the VTQL that Vtiger 8.2 parses (contract §6), so that tests can check
+/// every query the connectors build without a Vtiger at hand.
+#[cfg(test)]
+pub(crate) mod grammar {
+    #[derive(Debug, PartialEq)]
+    enum Tok {
+        Word(String),
+        Value,
+        Punct(char),
+        Op,
+    }
+
+    fn lex(input: &str) -> Result<Vec<Tok>, String> {
+        let chars: Vec<char> = input.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c.is_whitespace() {
+                i += 1;
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                if chars.get(i) == Some(&'.') {
+                    return Err("a dotted reference path".into());
+                }
+                out.push(Tok::Word(chars[start..i].iter().collect()));
+            } else if c.is_ascii_digit() {
+                while i < chars.len() && chars[i].is_ascii_digit() {
+                    i += 1;
+                }
+                out.push(Tok::Value);
+            } else if c == '\'' {
+                i += 1;
+                let mut empty = true;
+                loop {
+                    match chars.get(i) {
+                        None => return Err("an unterminated string".into()),
+                        Some('\'') if chars.get(i + 1) == Some(&'\'') => i += 2,
+                        Some('\'') => break,
+                        Some('\\') if chars.get(i + 1) == Some(&'\'') => return Err("a backslash-escaped quote".into()),
+                        Some(_) => i += 1,
+                    }
+                    empty = false;
+                }
+                if empty {
+                    return Err("an empty string literal (Vtiger fails on it)".into());
+                }
+                i += 1;
+                out.push(Tok::Value);
+            } else if matches!(c, '=' | '<' | '>' | '!') {
+                let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+                if ["<=", ">=", "!="].contains(&two.as_str()) {
+                    i += 2;
+                } else if c == '!' || two == "<>" {
+                    return Err(format!("the operator {two:?}"));
+                } else {
+                    i += 1;
+                }
+                out.push(Tok::Op);
+            } else if matches!(c, ',' | '(' | ')' | '*' | ';') {
+                out.push(Tok::Punct(c));
+                i += 1;
+            } else {
+                return Err(format!("the character {c:?}"));
+            }
+        }
+        Ok(out)
+    }
+
+    const KEYWORDS: &[&str] =
+        &["select", "from", "where", "order", "by", "limit", "and", "or", "in", "like", "asc", "desc", "not", "is"];
+
+    struct P {
+        toks: Vec<Tok>,
+        at: usize,
+    }
+
+    impl P {
+        fn word(&mut self, kw: &str) -> bool {
+            let hit = matches!(self.toks.get(self.at), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw));
+            self.at += usize::from(hit);
+            hit
+        }
+        fn expect(&mut self, kw: &str) -> Result<(), String> {
+            if self.word(kw) { Ok(()) } else { Err(format!("expected {kw} at token {}", self.at)) }
+        }
+        fn punct(&mut self, c: char) -> bool {
+            let hit = self.toks.get(self.at) == Some(&Tok::Punct(c));
+            self.at += usize::from(hit);
+            hit
+        }
+        fn tok(&mut self, t: &Tok) -> bool {
+            let hit = self.toks.get(self.at) == Some(t);
+            self.at += usize::from(hit);
+            hit
+        }
+        fn name(&mut self) -> Result<(), String> {
+            match self.toks.get(self.at) {
+                Some(Tok::Word(w)) if !KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(w)) => {
+                    self.at += 1;
+                    Ok(())
+                }
+                other => Err(format!("expected a column name at token {}, found {other:?}", self.at)),
+            }
+        }
+        fn condition(&mut self) -> Result<(), String> {
+            if self.toks.get(self.at) == Some(&Tok::Punct('(')) {
+                return Err("a grouping parenthesis".into());
+            }
+            self.name()?;
+            if self.tok(&Tok::Op) || self.word("like") {
+                return if self.tok(&Tok::Value) { Ok(()) } else { Err(format!("expected a value at {}", self.at)) };
+            }
+            if self.word("in") {
+                if !self.punct('(') {
+                    return Err("IN without its list".into());
+                }
+                loop {
+                    if !self.tok(&Tok::Value) {
+                        return Err("expected a value in IN (…)".into());
+                    }
+                    if self.punct(')') {
+                        return Ok(());
+                    }
+                    if !self.punct(',') {
+                        return Err("expected , or ) in IN (…)".into());
+                    }
+                }
+            }
+            Err(format!("expected an operator at token {}", self.at))
+        }
+    }
+
+    /// `Ok` when Vtiger 8.2 would parse `query`; otherwise what it would refuse.
+    pub(crate) fn check(query: &str) -> Result<(), String> {
+        let mut p = P { toks: lex(query)?, at: 0 };
+        p.expect("select")?;
+        if p.word("count") {
+            if !(p.punct('(') && p.punct('*') && p.punct(')')) {
+                return Err("count must be count(*)".into());
+            }
+        } else if !p.punct('*') {
+            p.name()?;
+            while p.punct(',') {
+                p.name()?;
+            }
+        }
+        p.expect("from")?;
+        p.name()?;
+        if p.word("where") {
+            p.condition()?;
+            while p.word("and") || p.word("or") {
+                p.condition()?;
+            }
+        }
+        if p.word("order") {
+            p.expect("by")?;
+            loop {
+                p.name()?;
+                let _ = p.word("asc") || p.word("desc");
+                if !p.punct(',') {
+                    break;
+                }
+            }
+        }
+        if p.word("limit") {
+            if !p.tok(&Tok::Value) {
+                return Err("LIMIT needs a number".into());
+            }
+            if p.punct(',') && !p.tok(&Tok::Value) {
+                return Err("LIMIT offset, needs a count".into());
+            }
+        }
+        if !p.punct(';') {
+            return Err(format!("expected ; at token {}", p.at));
+        }
+        if p.at != p.toks.len() {
+            return Err("text after ;".into());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_recogniser_refuses_what_vtiger_refuses() {
+        let ok = [
+            "SELECT id,lastname FROM Contacts WHERE firstname LIKE '%Susan%' AND lastname LIKE '%Red%' OR lastname LIKE '%Brien%';",
+            "SELECT id,lastname FROM Contacts WHERE lastname IN ('Red','Redford');",
+            "SELECT id,lastname FROM Contacts WHERE lastname = 'O''Brien';",
+            "select id,lastname from Contacts where lastname = 'Red';",
+            "SELECT count(*) FROM Contacts WHERE lastname = 'Bulk';",
+            "SELECT id FROM Contacts WHERE lastname = 'Bulk' ORDER BY lastname, id LIMIT 100,100;",
+            "SELECT id,lastname FROM Contacts WHERE lastname != 'Bulk' ORDER BY id DESC LIMIT 3;",
+        ];
+        for q in ok {
+            check(q).unwrap_or_else(|e| panic!("{e}: {q}"));
+        }
+        let refused = [
+            "SELECT id,lastname FROM Contacts WHERE (lastname LIKE '%Red%');",
+            "SELECT id,lastname FROM Contacts WHERE lastname LIKE '%Red%' AND (firstname LIKE '%Susan%');",
+            "SELECT id,lastname FROM Contacts WHERE lastname = 'O\\'Brien';",
+            "SELECT id,lastname FROM Contacts WHERE lastname = \"Red\";",
+            "SELECT id,lastname FROM Contacts WHERE lastname = 'Red'",
+            "SELECT id,account_id.accountname FROM Contacts WHERE lastname = 'Red';",
+            "SELECT id,lastname FROM Contacts WHERE lastname <> 'Bulk' LIMIT 3;",
+            "SELECT id,lastname FROM Contacts WHERE lastname NOT LIKE '%Bulk%' LIMIT 3;",
+            "SELECT id,lastname FROM Contacts WHERE lastname IS NULL;",
+            "SELECT id,lastname FROM Contacts WHERE lastname = '';",
+        ];
+        for q in refused {
+            assert!(check(q).is_err(), "accepted: {q}");
+        }
     }
 }
 
@@ -202,7 +449,7 @@ mod tests {
             .limit(200, 500);
         assert_eq!(
             q.render(),
-            "SELECT id, lastname FROM Contacts WHERE (lastname LIKE '%red%' OR email = 'a@b.c') ORDER BY id LIMIT 200,100;"
+            "SELECT id, lastname FROM Contacts WHERE lastname LIKE '%red%' OR email = 'a@b.c' ORDER BY id LIMIT 200,100;"
         );
         assert_eq!(Query::count("HelpDesk").unwrap().render(), "SELECT count(*) FROM HelpDesk;");
     }

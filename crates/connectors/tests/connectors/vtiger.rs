@@ -263,6 +263,19 @@ async fn a_missing_mandatory_field_is_a_validation_error_naming_it() {
 }
 
 #[tokio::test]
+async fn the_connection_check_runs_the_search_queries() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let crm = f.crm();
+    let before = f.sim.operation_count("query");
+    let check = crm.check().await.unwrap();
+    assert_eq!(f.sim.operation_count("query"), before + 3, "accounts, contacts and phone searches");
+    assert!(check.details.iter().any(|d| d.label == "search" && d.value == "ok"), "{check:?}");
+    // A failing search fails the check.
+    f.sim.set_fault_for(3, Fault::Http500Empty);
+    crm.check().await.unwrap_err();
+}
+
+#[tokio::test]
 async fn server_faults_are_typed_errors() {
     let f = fixture(VtigerSimOptions::default()).await;
     let crm = f.crm();
@@ -479,10 +492,39 @@ async fn company_names_are_reused_across_searches() {
     let account = f.sim.insert_record("Accounts", [("accountname", "Red Industries")]);
     f.sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red"), ("account_id", account.as_str())]);
     let crm = f.crm();
-    let first = crm.search_contacts("red", 5).await.unwrap();
+    let before = f.sim.operation_count("query");
+    let first = crm.search_contacts("susan", 5).await.unwrap();
     assert_eq!(first[0].company.as_deref(), Some("Red Industries"));
+    assert_eq!(f.sim.operation_count("query"), before + 3, "matching accounts, contacts, then the account's name");
     let queries = f.sim.operation_count("query");
-    let second = crm.search_contacts("red", 5).await.unwrap();
+    let second = crm.search_contacts("susan", 5).await.unwrap();
     assert_eq!(second[0].company.as_deref(), Some("Red Industries"));
-    assert_eq!(f.sim.operation_count("query"), queries + 1, "one round trip: the account name came from the cache");
+    assert_eq!(f.sim.operation_count("query"), queries + 2, "the account name came from the cache");
+}
+
+#[tokio::test]
+async fn a_search_finds_the_contacts_of_a_matching_company() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let acme = f.sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    let other = f.sim.insert_record("Accounts", [("accountname", "Globex")]);
+    let at_acme = f.sim.insert_record(
+        "Contacts",
+        [
+            ("firstname", "Wile"),
+            ("lastname", "Coyote"),
+            ("email", "wile@desert.example"),
+            ("account_id", acme.as_str()),
+        ],
+    );
+    f.sim.insert_record("Contacts", [("firstname", "Hank"), ("lastname", "Scorpio"), ("account_id", other.as_str())]);
+    let named = f.contact("Acmeson", "Jones");
+    let crm = f.crm();
+    let found = crm.search_contacts("acme", 10).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [at_acme.as_str(), named.as_str()], "{found:?}");
+    assert_eq!(found[0].company.as_deref(), Some("Acme Ltd"));
+    let before = f.sim.operation_count("query");
+    assert!(crm.search_contacts("acme@", 10).await.unwrap().is_empty());
+    assert!(crm.search_contacts("+84 912", 10).await.unwrap().is_empty());
+    assert_eq!(f.sim.operation_count("query"), before + 2, "e-mail and phone terms skip the company lookup");
 }
