@@ -24,9 +24,10 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.check_ready().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "database": state.store.backend().as_str()}))),
+        // The reason (a database error) is for the operator's logs, not for anonymous callers.
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "reason": reason})))
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready"})))
         }
     }
 }

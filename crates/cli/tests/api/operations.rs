@@ -21,6 +21,20 @@ async fn readiness_fails_when_the_database_is_gone() {
     app.store().close().await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    // Anonymous callers learn the status, not the database's error text.
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"not_ready"}"#);
+}
+
+#[tokio::test]
+async fn invented_methods_share_one_metric_series() {
+    let app = spawn_app().await;
+    for method in ["FOO1", "FOO2", "BREW"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        app.client.request(method, app.url("/healthz")).send().await.unwrap();
+    }
+    let metrics = app.get_metrics().await;
+    assert!(!metrics.contains("FOO1") && !metrics.contains("BREW"), "{metrics}");
+    assert!(metrics.contains(r#"method="other",route="/healthz""#), "{metrics}");
 }
 
 #[tokio::test]
