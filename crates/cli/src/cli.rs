@@ -147,7 +147,7 @@ pub enum ConnectionCommand {
         tenant: TenantArg,
         #[arg(long)]
         name: String,
-        /// vtiger, kommo, unisender or template:<name>.
+        /// vtiger or template:<name> (kommo and unisender are refused until their connectors ship).
         #[arg(long)]
         kind: String,
         /// Base URL of the remote installation (https:// assumed when no scheme is given).

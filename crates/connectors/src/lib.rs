@@ -143,6 +143,9 @@ pub fn validate(kind: &ConnectorKind, fields: &Map<String, Value>, credentials: 
         }
         // Template connections are checked against their template (`template::connection_values`)
         // by whoever resolved the template.
-        ConnectorKind::Kommo | ConnectorKind::Unisender | ConnectorKind::Template(_) => Ok(()),
+        ConnectorKind::Template(_) => Ok(()),
+        // A kind whose connector is not built yet is refused before anything is stored, rather
+        // than stored and failing at its first use.
+        other @ (ConnectorKind::Kommo | ConnectorKind::Unisender) => Err(unavailable(other)),
     }
 }
