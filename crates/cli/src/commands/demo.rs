@@ -76,8 +76,10 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("  Signed contact card of Susan Red, with a sample conversation (HTML):");
     println!("    {}", social.card);
     println!("  The links are valid for 24 hours; change any parameter and the signature no longer matches (403).");
+    // The binary's own path, so that the hint works for whoever started the demo with `cargo run`.
+    let binary = std::env::current_exe().map_or_else(|_| "crmhub".to_owned(), |p| p.display().to_string());
     println!(
-        "  More: CRMHUB_DATA_DIR={} CRMHUB_LISTEN={listen} crmhub sign --tenant demo --search NAME",
+        "  More: CRMHUB_DATA_DIR={} CRMHUB_LISTEN={listen} {binary} sign --tenant demo --search NAME",
         data_dir.display()
     );
     println!();

@@ -22,6 +22,15 @@ use crate::cli::{Cli, Command, ConfigCommand, ConnectionCommand, LogFormatArg};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo brings its own configuration; every other command reads the operator's.
     if let Command::Demo { listen, data_dir } = cli.command {
+        // The demo makes its own settings (a fresh SQLite database, simulators on loopback);
+        // taking a file's would silently mix the two.
+        if let Some(file) = &cli.config {
+            anyhow::bail!(
+                "crmhub demo runs on its own settings and does not read --config {}; use `crmhub serve --config {}` to run with that file",
+                file.display(),
+                file.display()
+            );
+        }
         let format = match cli.log_format {
             Some(LogFormatArg::Json) => LogFormat::Json,
             _ => LogFormat::Pretty,

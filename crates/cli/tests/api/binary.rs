@@ -81,6 +81,16 @@ fn an_unknown_config_key_is_named() {
 }
 
 #[test]
+fn the_demo_refuses_a_config_file_it_would_not_read() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("crmhub.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let output = run(crmhub().arg("--config").arg(&file).args(["demo", "--listen", "127.0.0.1:0"]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("does not read --config"), "{}", stderr(&output));
+}
+
+#[test]
 fn malformed_toml_is_refused() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("crmhub.toml");

@@ -761,6 +761,15 @@ async fn the_demo_prints_working_signed_urls() {
     let html = card.text().await.unwrap();
     assert_eq!(names(&results)[..2], ["Susan Red", "Frank Redford"], "{results}");
     assert!(html.contains("<h1>Susan Red</h1>") && html.contains("Twitter message"), "{html}");
+
+    // The printed `sign` hint runs as printed, whoever started the demo (`cargo run` included).
+    let hint =
+        printed.iter().find_map(|l| l.trim().strip_prefix("More: ")).expect("the sign hint").replace("NAME", "red");
+    let signed = std::process::Command::new("sh").args(["-c", &hint]).output().unwrap();
+    assert!(signed.status.success(), "{hint}: {}", String::from_utf8_lossy(&signed.stderr));
+    let signed = String::from_utf8_lossy(&signed.stdout);
+    let url = signed.split_whitespace().find(|w| w.starts_with("http")).unwrap_or_else(|| panic!("{signed}"));
+    assert_eq!(client.get(url).send().await.unwrap().status(), 200, "{url}");
 }
 
 /// Stops the demo (SIGTERM, as Ctrl-C would) however the test ends.
