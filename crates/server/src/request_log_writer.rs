@@ -47,7 +47,9 @@ pub fn start(store: Store, metrics: Arc<Metrics>) -> (ChannelSink, RequestLogWri
     let (tx, mut rx) = mpsc::channel::<RequestLogEntry>(CAPACITY);
     let stop = CancellationToken::new();
     let writer_stop = stop.clone();
+    let writer_metrics = metrics.clone();
     let handle = tokio::spawn(async move {
+        let metrics = writer_metrics;
         let stop = writer_stop;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -57,7 +59,7 @@ pub fn start(store: Store, metrics: Arc<Metrics>) -> (ChannelSink, RequestLogWri
                     while let Ok(entry) = rx.try_recv() {
                         batch.push(entry);
                     }
-                    write(&store, &batch).await;
+                    write(&store, &metrics, &batch).await;
                     break;
                 }
             };
@@ -74,15 +76,61 @@ pub fn start(store: Store, metrics: Arc<Metrics>) -> (ChannelSink, RequestLogWri
                     }
                 }
             }
-            write(&store, &batch).await;
+            write(&store, &metrics, &batch).await;
             batch.clear();
         }
     });
     (ChannelSink { tx, metrics }, RequestLogWriter { stop, handle })
 }
 
-async fn write(store: &Store, batch: &[RequestLogEntry]) {
+/// A batch the store refuses is lost like an entry the full channel refused, and counted the
+/// same way.
+async fn write(store: &Store, metrics: &Metrics, batch: &[RequestLogEntry]) {
     if let Err(e) = store.append_request_log(batch).await {
         tracing::warn!(error = %e, entries = batch.len(), "could not write the request log");
+        metrics.request_log_dropped.inc_by(batch.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crmhub_core::request_log::RequestLogSink;
+    use crmhub_core::{ConnectionId, TenantId};
+    use crmhub_store::{DatabaseUrl, MasterKeySource, StoreOptions};
+
+    use super::*;
+
+    fn entry() -> RequestLogEntry {
+        RequestLogEntry {
+            tenant_id: TenantId::new(),
+            connection_id: ConnectionId::new(),
+            at: 0,
+            method: "GET".into(),
+            url: "https://crm.example.com/".into(),
+            status: Some(200),
+            latency_ms: 1,
+            outcome: "ok".into(),
+            request_body: None,
+            response_body: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_of_a_batch_the_store_refuses_count_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::new(
+            DatabaseUrl::sqlite_file(dir.path().join("crmhub.db")),
+            MasterKeySource::File(dir.path().join("master.key")),
+        );
+        let store = Store::open(options).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (sink, writer) = start(store.clone(), metrics.clone());
+        store.close().await;
+        for _ in 0..3 {
+            sink.record(entry());
+        }
+        writer.finish().await;
+        assert_eq!(metrics.request_log_dropped.get(), 3);
     }
 }

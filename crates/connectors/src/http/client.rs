@@ -237,6 +237,10 @@ impl HttpClient {
         Ok(Self { inner, policy: Arc::new(policy), address, budgets: Arc::default(), metrics, log, clock })
     }
 
+    pub fn metrics(&self) -> &OutboundMetrics {
+        &self.metrics
+    }
+
     pub fn policy(&self) -> &OutboundPolicy {
         &self.policy
     }

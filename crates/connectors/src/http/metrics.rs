@@ -17,10 +17,17 @@ pub struct ConnectorLabels {
     pub connector: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabels {
+    pub connector: String,
+    pub part: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboundMetrics {
     requests: Family<OutcomeLabels, Counter>,
     duration: Family<ConnectorLabels, Histogram, fn() -> Histogram>,
+    degraded: Family<PartLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -35,7 +42,11 @@ impl Default for OutboundMetrics {
 
 impl OutboundMetrics {
     pub fn new() -> Self {
-        Self { requests: Family::default(), duration: Family::new_with_constructor(latency_histogram) }
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            degraded: Family::default(),
+        }
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -49,6 +60,16 @@ impl OutboundMetrics {
             "Latency of outbound HTTP exchanges",
             self.duration.clone(),
         );
+        registry.register(
+            "crmhub_card_parts_missing",
+            "Parts of a contact card left out because their lookup failed (other than for permission)",
+            self.degraded.clone(),
+        );
+    }
+
+    /// A card went out without `part` (its company, say) because looking it up failed.
+    pub fn card_part_missing(&self, connector: &str, part: &str) {
+        self.degraded.get_or_create(&PartLabels { connector: connector.to_owned(), part: part.to_owned() }).inc();
     }
 
     pub(crate) fn observe(&self, connector: &str, outcome: &str, seconds: f64) {

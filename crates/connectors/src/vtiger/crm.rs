@@ -141,16 +141,21 @@ impl Vtiger {
         Ok(rows.iter().filter(|r| text(r, "ticketstatus") != Some("Closed")).count())
     }
 
-    async fn owner_name(&self, owner: &str) -> Option<String> {
-        // Non-admin users may not read Users; the card is still useful without the owner.
-        let user = self.retrieve(owner).await.ok()?;
-        let name = format!(
-            "{} {}",
-            text(&user, "first_name").unwrap_or_default(),
-            text(&user, "last_name").unwrap_or_default()
-        );
-        let name = name.trim().to_owned();
-        if name.is_empty() { text(&user, "user_name").map(str::to_owned) } else { Some(name) }
+    /// A lookup for one part of a card. A record the user may not read (Vtiger answers
+    /// ACCESS_DENIED, which is what a non-admin gets for Users) leaves that part out, as does an
+    /// outage of that one lookup — logged and counted, since the rest of the card is still worth
+    /// showing; a session that cannot be renewed fails the card.
+    fn card_part(&self, part: &str, lookup: Result<Record, CrmError>) -> Result<Option<Record>, CrmError> {
+        match lookup {
+            Ok(record) => Ok(Some(record)),
+            Err(CrmError::NotFound { .. }) => Ok(None),
+            Err(e @ CrmError::AuthFailed(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(part, error = %e, "a contact card goes out without this part");
+                self.http.metrics().card_part_missing("vtiger", part);
+                Ok(None)
+            }
+        }
     }
 
     /// The call-log record made for `call_id` before, if any.
@@ -158,6 +163,13 @@ impl Vtiger {
         let rows = self.query_all(queries::call_logs_marked(marker)?, 200).await?;
         Ok(rows.into_iter().find(|r| text(r, "description").is_some_and(|d| d.contains(marker))))
     }
+}
+
+fn user_name(user: &Record) -> Option<String> {
+    let name =
+        format!("{} {}", text(user, "first_name").unwrap_or_default(), text(user, "last_name").unwrap_or_default());
+    let name = name.trim().to_owned();
+    if name.is_empty() { text(user, "user_name").map(str::to_owned) } else { Some(name) }
 }
 
 fn display_name(record: &Record) -> String {
@@ -304,11 +316,12 @@ impl Crm for Vtiger {
         let describe = self.describe("Contacts").await?;
         let label = |field: &str, fallback: &str| describe.label_of(field).unwrap_or(fallback).to_owned();
         let company = match text(&record, "account_id") {
-            Some(account) => self.retrieve(account).await.ok().and_then(|a| text(&a, "accountname").map(str::to_owned)),
+            Some(account) => self.card_part("company", self.retrieve(account).await)?,
             None => None,
         };
+        let company = company.and_then(|a| text(&a, "accountname").map(str::to_owned));
         let owner = match text(&record, "assigned_user_id") {
-            Some(owner) => self.owner_name(owner).await,
+            Some(owner) => self.card_part("owner", self.retrieve(owner).await)?.and_then(|user| user_name(&user)),
             None => None,
         };
         let extra_fields = self

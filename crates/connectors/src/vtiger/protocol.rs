@@ -254,7 +254,13 @@ impl Vtiger {
             element.insert("assigned_user_id".into(), Value::String(session.user_id));
         }
         let params = [("elementType", module.to_owned()), ("element", Value::Object(element).to_string())];
-        into_record(self.run("create", &params).await?)
+        let created = into_record(self.run("create", &params).await?)?;
+        // A create that names no record cannot be found again, logged or linked: reporting it as
+        // done would lose it.
+        if created.get("id").and_then(Value::as_str).is_none_or(|id| !id.contains('x')) {
+            return Err(CrmError::Protocol(format!("Vtiger created a {module} record but returned no id")));
+        }
+        Ok(created)
     }
 
     /// Partial update: only the given fields change.

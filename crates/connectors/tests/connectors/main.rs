@@ -1,4 +1,5 @@
 //! Connectors against their simulators, over real HTTP on 127.0.0.1.
 
+mod odd_answers;
 mod template;
 mod vtiger;
