@@ -92,3 +92,13 @@ pub(crate) fn syntax_error(message: String) -> Failure {
 pub(crate) fn internal_error() -> Failure {
     ws("INTERNAL_SERVER_ERROR", "Unknown Error while processing request")
 }
+
+/// A syntax error the grammar's actions raise themselves rather than the parser generator.
+pub(crate) fn syntax_error_in_query() -> Failure {
+    ws("QUERY_SYNTAX_ERROR", "There is an syntax error in query")
+}
+
+/// A reference column compared with a value that is not a webservice id (no `x`).
+pub(crate) fn invalid_id() -> Failure {
+    ws("INVALID_ID_ATTRIBUTE", "Id specified is incorrect")
+}
