@@ -4,7 +4,7 @@
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// `{"success":false,"error":{"code","message"}}`.
+    /// `{"success":false,"error":{"message","code"}}` (in that order, as 8.2.0 writes it).
     Ws { code: &'static str, message: String },
     /// HTTP 500, `text/html`, empty body.
     Fatal,

@@ -665,6 +665,7 @@ impl RawQuery {
                     Pos::AfterLimitFirst
                 }
                 (Pos::AfterLimitFirst, T::Comma) => Pos::LimitSecond,
+                (Pos::AfterLimitFirst, T::Limit) => Pos::Stuck("SEMICOLON"),
                 (Pos::LimitSecond, T::Value) => {
                     q.limit.push(v.clone());
                     Pos::AfterLimitSecond
@@ -1004,12 +1005,18 @@ fn crmid_of(stored: &str) -> Option<f64> {
     stored.split_once('x').and_then(|(_, id)| id.parse().ok())
 }
 
+/// An empty reference is stored as 0, not NULL: `account_id != '11x2'` includes contacts
+/// without an account (observed on 8.2.0).
+fn reference_of(stored: &str) -> f64 {
+    crmid_of(stored).unwrap_or(0.0)
+}
+
 /// `stored <=> literal`, or `None` when the comparison is SQL NULL (never true).
 fn compare(kind: Kind, stored: &str, lit: &Lit) -> Option<Ordering> {
     match (kind, lit) {
         (_, Lit::Nothing) => None,
-        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Num(n)) => crmid_of(stored)?.partial_cmp(n),
-        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Str(s)) => crmid_of(stored)?.partial_cmp(&numeric_prefix(s)),
+        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Num(n)) => reference_of(stored).partial_cmp(n),
+        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Str(s)) => reference_of(stored).partial_cmp(&numeric_prefix(s)),
         (Kind::Numeric, _) if stored.trim().is_empty() => None,
         (Kind::Numeric, Lit::Num(n)) => numeric_prefix(stored).partial_cmp(n),
         (Kind::Numeric, Lit::Str(s)) => numeric_prefix(stored).partial_cmp(&numeric_prefix(s)),
@@ -1096,7 +1103,7 @@ fn matches(query: &Query, row: &Row<'_>) -> bool {
 fn sort_key(schema: &Schema, column: &str, row: &Row<'_>) -> (Option<f64>, String) {
     let v = row.value(schema, column);
     match kind(schema, column) {
-        Kind::Id | Kind::Reference | Kind::Owner => (crmid_of(&v), String::new()),
+        Kind::Id | Kind::Reference | Kind::Owner => (Some(reference_of(&v)), String::new()),
         Kind::Numeric if v.trim().is_empty() => (None, String::new()),
         Kind::Numeric => (Some(numeric_prefix(&v)), String::new()),
         Kind::Temporal if v.trim().is_empty() => (None, String::new()),

@@ -295,3 +295,40 @@ async fn references_match_by_id() {
         api.rows(&session, "SELECT subject FROM Events WHERE assigned_user_id='19x1' AND description LIKE '%';").await;
     assert_eq!(rows.len(), 2);
 }
+
+/// The grouped queries crmhub's connectors used to send are refused, as on Vtiger 8.2.0.
+#[tokio::test]
+async fn queries_crmhub_used_to_send_are_refused() {
+    let api = Api::start().await;
+    let session = api.login().await;
+    people(&api, 3, "Red");
+    let search = "SELECT id, firstname FROM Contacts WHERE ((firstname LIKE '%red%' OR lastname LIKE '%red%')) \
+                  OR email LIKE '%red%' ORDER BY id LIMIT 0,100;";
+    assert_eq!(
+        err(&api.query(&session, search).await),
+        pair(
+            "QUERY_SYNTAX_ERROR",
+            "Syntax Error on line 1: token '(' Unexpected PARENOPEN((), expected one of: COLUMNNAME"
+        )
+    );
+    let watermark = "SELECT * FROM Contacts WHERE (modifiedtime > '2023-11-14 22:13:20' OR \
+                     (modifiedtime = '2023-11-14 22:13:20' AND id > '0x0')) ORDER BY modifiedtime, id LIMIT 0,100;";
+    assert_eq!(
+        err(&api.query(&session, watermark).await),
+        pair(
+            "QUERY_SYNTAX_ERROR",
+            "Syntax Error on line 1: token '(' Unexpected PARENOPEN((), expected one of: COLUMNNAME"
+        )
+    );
+    // Their flat equivalents work; AND binds tighter than OR.
+    let flat = "SELECT id, firstname FROM Contacts WHERE firstname LIKE '%red%' OR lastname LIKE '%red%' \
+                OR email LIKE '%red%' ORDER BY id LIMIT 0,100;";
+    assert_eq!(api.rows(&session, flat).await.len(), 3);
+    let flat = "SELECT * FROM Contacts WHERE modifiedtime > '2023-11-14 22:13:20' OR \
+                modifiedtime = '2023-11-14 22:13:20' AND id > '0x0' ORDER BY modifiedtime, id LIMIT 0,100;";
+    assert_eq!(api.rows(&session, flat).await.len(), 3);
+    // A long flat OR chain (60 conditions) is fine.
+    let chain: Vec<String> = (0..60).map(|i| format!("firstname = 'Person {i}'")).collect();
+    let long = format!("SELECT id FROM Contacts WHERE {};", chain.join(" OR "));
+    assert_eq!(api.rows(&session, &long).await.len(), 3);
+}
