@@ -4,7 +4,7 @@
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// `{"success":false,"error":{"code","message"}}`.
+    /// `{"success":false,"error":{"message","code"}}` (in that order, as 8.2.0 writes it).
     Ws { code: &'static str, message: String },
     /// HTTP 500, `text/html`, empty body.
     Fatal,
@@ -91,4 +91,14 @@ pub(crate) fn syntax_error(message: String) -> Failure {
 
 pub(crate) fn internal_error() -> Failure {
     ws("INTERNAL_SERVER_ERROR", "Unknown Error while processing request")
+}
+
+/// A syntax error the grammar's actions raise themselves rather than the parser generator.
+pub(crate) fn syntax_error_in_query() -> Failure {
+    ws("QUERY_SYNTAX_ERROR", "There is an syntax error in query")
+}
+
+/// A reference column compared with a value that is not a webservice id (no `x`).
+pub(crate) fn invalid_id() -> Failure {
+    ws("INVALID_ID_ATTRIBUTE", "Id specified is incorrect")
 }

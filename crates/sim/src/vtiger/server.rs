@@ -167,7 +167,7 @@ fn envelope(result: WsResult<Out>) -> Response {
         Ok(out) => Out::obj([("success", Out::Bool(true)), ("result", out)]),
         Err(Failure::Ws { code, message }) => Out::obj([
             ("success", Out::Bool(false)),
-            ("error", Out::obj([("code", Out::str(code)), ("message", Out::Str(message))])),
+            ("error", Out::obj([("message", Out::Str(message)), ("code", Out::str(code))])),
         ]),
         Err(Failure::Fatal) => return faults::http_500_empty(),
     };

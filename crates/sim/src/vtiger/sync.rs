@@ -25,14 +25,13 @@ pub(crate) fn sync(store: &Store, req: &SyncRequest<'_>) -> WsResult<Out> {
     let schema = modules::by_name(element_type).filter(|s| s.writable).ok_or_else(error::denied)?;
     // "0" and missing arrive here alike (PHP falsy), i.e. from the beginning.
     let since = req.modified_time.and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
-    let owners: Option<Vec<String>> = match req.sync_type.unwrap_or("application") {
-        "user" => Some(vec![format!("19x{}", req.user_id)]),
-        "userandgroup" => {
-            let mut ids = vec![format!("19x{}", req.user_id)];
-            ids.extend(modules::DEFAULT_GROUP_IDS.iter().map(|g| format!("{}x{g}", modules::GROUPS_PREFIX)));
-            Some(ids)
-        }
-        _ => None,
+    // Observed on 8.2.0: without `syncType`, with `user`, or with any unknown value, only records
+    // the caller owns come back; `userandgroup` adds groups the caller belongs to (the simulated
+    // admin belongs to none, as on a fresh install, so a record assigned to 20x2 is left out);
+    // `application` returns everyone's.
+    let owners: Option<Vec<String>> = match req.sync_type {
+        Some("application") => None,
+        _ => Some(vec![format!("19x{}", req.user_id)]),
     };
     let mut changed: Vec<(i64, u64, bool)> = store
         .all_of(schema)

@@ -1,19 +1,32 @@
-//! VTQL (contract §6 and the end of §10): a lexer, a recursive-descent parser and an evaluator.
+//! VTQL (contract §6 and the end of §10) as Vtiger 8.2.0 parses and runs it: a context-sensitive
+//! lexer, a table of parser positions, and an evaluator over the simulated rows.
 //!
-//! The parser mirrors the observable behaviour of Vtiger's LALR parser: checks run in the order
-//! the grammar reduces (module right after `FROM <Module>`, select-list columns with it, WHERE
-//! columns as each condition is read, the mandatory `;` last), the lexer only runs as far as the
-//! parser reads, and syntax errors use the parser generator's message shape
-//! (`Syntax Error on line N: token 'T' Unexpected NAME(VALUE), expected one of: A,B`). Where the
-//! optional clauses could follow, the real parser first reduces them away, so the only token it
-//! still expects there is `SEMICOLON`; that is reproduced too.
+//! Everything here reproduces behaviour observed on a real Vtiger 8.2.0 (see
+//! `shared/contracts/vtiger-captures/vtql-grammar.txt` and the replay tests):
+//!
+//! * The module is taken first, by a regex over the raw text (`from\s+(\S+)`): no match →
+//!   `… denied for query`, unknown (or wrong-case) module → `… denied for name : X`, whatever
+//!   the rest of the text is.
+//! * The lexer names tokens by where it is in the statement, not by what they look like: in a
+//!   WHERE clause the first word is a `COLUMNNAME` and the next one a `VALUE`, after `ORDER BY`
+//!   everything but `,`/`ASC`/`DESC` is a `COLUMNNAME`, after `LIMIT` a `VALUE`. Text no token
+//!   rule matches (`"`, `.`, `!`, `''`, non-ASCII outside quotes) → `INTERNAL_SERVER_ERROR`, but
+//!   only once the parser reads that far.
+//! * No grouping parentheses: the only `(` the grammar takes is a value list after an operator.
+//!   Conditions are a flat chain, sent to MySQL as written, so `AND` binds tighter than `OR`.
+//! * One sort direction, after the last `ORDER BY` column, applying to that column only.
+//! * Syntax errors carry the parser generator's message, including its odd "expected" lists.
+//! * Columns are checked only after the whole statement parsed: select list first, then the
+//!   WHERE columns in order. Reference values without `x` → `INVALID_ID_ATTRIBUTE`.
+//! * Statements that parse but make invalid SQL (`ORDER BY nosuch`, `LIMIT -5`, a bare word as
+//!   value, an id without `x`) return `[]`: the real server swallows the database error.
 
 use std::cmp::Ordering;
 
-use super::error::{self, Failure, WsResult};
+use super::error::{self, WsResult};
 use super::json::Out;
 use super::modules::{self, FieldType, Schema};
-use super::records::{Fields, parse_ws_id, render};
+use super::records::{Fields, render};
 
 /// Vtiger never returns more rows than this from one `query` call.
 pub(crate) const MAX_ROWS: u64 = 100;
@@ -21,162 +34,351 @@ pub(crate) const MAX_ROWS: u64 = 100;
 // ---------------------------------------------------------------------------------------------
 // Lexer
 
+/// Token kinds, named as the parser generator names them in its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CmpOp {
+enum T {
+    Select,
+    Frm,
+    ColumnName,
+    Asterisk,
+    Count,
+    ParenOpen,
+    ParenClose,
+    Comma,
+    TableName,
+    Where,
+    And,
+    Or,
+    Value,
     Eq,
-    Ne,
     Lt,
     Gt,
-    Le,
-    Ge,
+    Lte,
+    Gte,
+    Ne,
+    In,
+    Like,
+    OrderBy,
+    Asc,
+    Desc,
+    Limit,
+    Semicolon,
+    /// The lexer returned no token kind for a lexeme it read.
+    Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Number(String),
-    Str(String),
-    Comma,
-    LParen,
-    RParen,
-    Star,
-    Semi,
-    Op(CmpOp),
-    /// Input the lexer cannot read; a syntax error once the parser gets there.
-    BadSyntax,
-    /// Input that makes Vtiger fail outside the parser (double quotes, dotted reference
-    /// paths): `INTERNAL_SERVER_ERROR` once the parser gets there.
-    BadInternal,
-    Eof,
+impl T {
+    fn name(self) -> &'static str {
+        match self {
+            T::Select => "SELECT",
+            T::Frm => "FRM",
+            T::ColumnName => "COLUMNNAME",
+            T::Asterisk => "ASTERISK",
+            T::Count => "COUNT",
+            T::ParenOpen => "PARENOPEN",
+            T::ParenClose => "PARENCLOSE",
+            T::Comma => "COMMA",
+            T::TableName => "TABLENAME",
+            T::Where => "WHERE",
+            T::And => "LOGICAL_AND",
+            T::Or => "LOGICAL_OR",
+            T::Value => "VALUE",
+            T::Eq => "EQ",
+            T::Lt => "LT",
+            T::Gt => "GT",
+            T::Lte => "LTE",
+            T::Gte => "GTE",
+            T::Ne => "NE",
+            T::In => "IN",
+            T::Like => "LIKE",
+            T::OrderBy => "ORDERBY",
+            T::Asc => "ASC",
+            T::Desc => "DESC",
+            T::Limit => "LIMIT",
+            T::Semicolon => "SEMICOLON",
+            T::Unknown => "Unknown",
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    /// The source text of the token, as the error message quotes it.
-    text: String,
+/// Which clause the lexer believes it is in once the mandatory `SELECT … FROM <Module>` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clause {
+    Where,
+    OrderBy,
+    Limit,
+}
+
+/// Where the lexer is in the mandatory part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    Select,
+    Columns,
+    From,
+    Table,
+    Done,
+}
+
+struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    /// The last lexeme read (whitespace included): what syntax errors quote.
+    value: String,
     line: u32,
+    head: Head,
+    clause: Clause,
+    /// A WHERE column has been read and its value not yet.
+    where_col: bool,
+    /// Inside an `IN` value list.
+    in_started: bool,
+    /// `ORDER` was read (or the `ORDER BY` token was produced).
+    orderby: bool,
+    /// `count` was read in the select list.
+    count: bool,
 }
 
-fn lex(input: &str) -> Vec<Token> {
-    let chars: Vec<char> = input.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    let mut line = 1;
-    let slice = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
-    while i < chars.len() {
-        let c = chars[i];
-        let start = i;
-        let tok = match c {
-            '\n' => {
-                line += 1;
-                i += 1;
-                continue;
+enum Lexeme {
+    Token(usize),
+    Space(usize),
+}
+
+/// Lexer failure: Vtiger throws a plain exception, reported as `INTERNAL_SERVER_ERROR`.
+struct Unlexable;
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer {
+            src: src.as_bytes(),
+            pos: 0,
+            value: String::new(),
+            line: 1,
+            head: Head::Select,
+            clause: Clause::Where,
+            where_col: false,
+            in_started: false,
+            orderby: false,
+            count: false,
+        }
+    }
+
+    /// Length of the lexeme at `at`, by the token rules in their order of preference.
+    fn lexeme_at(&self, at: usize) -> Option<Lexeme> {
+        let s = &self.src[at..];
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let first = *s.first()?;
+        if word(first) {
+            return Some(Lexeme::Token(s.iter().take_while(|b| word(**b)).count()));
+        }
+        if first == b'\'' {
+            if let Some(n) = quoted_len(s) {
+                return Some(Lexeme::Token(n));
             }
-            c if c.is_whitespace() => {
-                i += 1;
-                continue;
+        }
+        let next = s.get(1).copied();
+        let n = match first {
+            b'(' | b')' | b',' | b'*' | b';' | b'=' => 1,
+            b'+' | b'-' if next.is_some_and(|b| b.is_ascii_digit()) => {
+                1 + s[1..].iter().take_while(|b| b.is_ascii_digit()).count()
             }
-            c if c.is_ascii_alphabetic() || c == '_' => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                if chars.get(i) == Some(&'.') {
-                    i += 1;
-                    Tok::BadInternal
-                } else {
-                    Tok::Ident(slice(start, i))
-                }
+            b'<' | b'>' | b'!' if next == Some(b'=') => 2,
+            b'<' | b'>' => 1,
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                return Some(Lexeme::Space(s.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).count()));
             }
-            c if c.is_ascii_digit() => {
-                while i < chars.len() && chars[i].is_ascii_digit() {
-                    i += 1;
-                }
-                if chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(char::is_ascii_digit) {
-                    i += 1;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
-                Tok::Number(slice(start, i))
-            }
-            '\'' => lex_string(&chars, &mut i),
-            '"' => {
-                i += 1;
-                Tok::BadInternal
-            }
-            ',' | '(' | ')' | '*' | ';' | '=' => {
-                i += 1;
-                match c {
-                    ',' => Tok::Comma,
-                    '(' => Tok::LParen,
-                    ')' => Tok::RParen,
-                    '*' => Tok::Star,
-                    ';' => Tok::Semi,
-                    _ => Tok::Op(CmpOp::Eq),
-                }
-            }
-            '<' | '>' | '!' => {
-                let next = chars.get(i + 1).copied();
-                let (op, len) = match (c, next) {
-                    ('<', Some('=')) => (Some(CmpOp::Le), 2),
-                    ('<', Some('>')) => (Some(CmpOp::Ne), 2),
-                    ('>', Some('=')) => (Some(CmpOp::Ge), 2),
-                    ('!', Some('=')) => (Some(CmpOp::Ne), 2),
-                    ('<', _) => (Some(CmpOp::Lt), 1),
-                    ('>', _) => (Some(CmpOp::Gt), 1),
-                    _ => (None, 1),
-                };
-                i += len;
-                op.map_or(Tok::BadSyntax, Tok::Op)
-            }
-            _ => {
-                i += 1;
-                Tok::BadSyntax
-            }
+            _ => return None,
         };
-        let bad = matches!(tok, Tok::BadSyntax | Tok::BadInternal);
-        tokens.push(Token { tok, text: slice(start, i), line });
-        if bad {
-            // Nothing after an unreadable token can be reached by the parser.
-            break;
+        Some(Lexeme::Token(n))
+    }
+
+    /// The next token and its text; `Ok(None)` at the end of input.
+    fn next(&mut self) -> Result<Option<(T, String)>, Unlexable> {
+        loop {
+            if self.pos >= self.src.len() {
+                return Ok(None);
+            }
+            let lexeme = self.lexeme_at(self.pos).ok_or(Unlexable)?;
+            let (len, space) = match lexeme {
+                Lexeme::Token(n) => (n, false),
+                Lexeme::Space(n) => (n, true),
+            };
+            let text = String::from_utf8_lossy(&self.src[self.pos..self.pos + len]).into_owned();
+            self.pos += len;
+            // Vtiger counts lines only for a whitespace run that is exactly one newline.
+            if text == "\n" {
+                self.line += 1;
+            }
+            self.value.clone_from(&text);
+            if space {
+                continue;
+            }
+            match self.classify(&text) {
+                Some(t) => return Ok(Some((t, text))),
+                // `ORDER` is swallowed: only the following `BY` becomes a token.
+                None => continue,
+            }
         }
     }
-    tokens.push(Token { tok: Tok::Eof, text: String::new(), line });
-    tokens
+
+    /// Token kind of a lexeme, updating the lexer's notion of where it is. `None`: skipped.
+    fn classify(&mut self, v: &str) -> Option<T> {
+        let is = |w: &str| v.eq_ignore_ascii_case(w);
+        match self.head {
+            Head::Select => {
+                return Some(if is("select") {
+                    self.head = Head::Columns;
+                    T::Select
+                } else {
+                    T::Unknown
+                });
+            }
+            Head::Columns => {
+                if is("from") {
+                    self.head = Head::Table;
+                    return Some(T::Frm);
+                }
+                return Some(match v {
+                    "*" => {
+                        if !self.count {
+                            self.head = Head::From;
+                        }
+                        T::Asterisk
+                    }
+                    "(" => T::ParenOpen,
+                    ")" => T::ParenClose,
+                    "," => T::Comma,
+                    _ if is("count") => {
+                        self.count = true;
+                        T::Count
+                    }
+                    _ => T::ColumnName,
+                });
+            }
+            Head::From => {
+                return Some(if is("from") {
+                    self.head = Head::Table;
+                    T::Frm
+                } else {
+                    T::Unknown
+                });
+            }
+            Head::Table => {
+                self.head = Head::Done;
+                self.clause = Clause::Where;
+                return Some(if is("where") { T::Unknown } else { T::TableName });
+            }
+            Head::Done => {}
+        }
+        if v == ";" {
+            return Some(T::Semicolon);
+        }
+        if is("order") {
+            self.orderby = true;
+            return None;
+        }
+        if is("by") && self.orderby {
+            self.orderby = false;
+            self.clause = Clause::OrderBy;
+        }
+        if is("where") {
+            self.clause = Clause::Where;
+        } else if is("orderby") {
+            self.clause = Clause::OrderBy;
+        } else if is("limit") {
+            self.clause = Clause::Limit;
+        }
+        Some(match self.clause {
+            Clause::Where => self.where_token(v.trim()),
+            Clause::OrderBy => {
+                if !self.orderby {
+                    self.orderby = true;
+                    T::OrderBy
+                } else if v == "," {
+                    T::Comma
+                } else if is("asc") {
+                    T::Asc
+                } else if is("desc") {
+                    T::Desc
+                } else {
+                    T::ColumnName
+                }
+            }
+            Clause::Limit => match v {
+                _ if is("limit") => T::Limit,
+                "(" => T::ParenOpen,
+                ")" => T::ParenClose,
+                "," => T::Comma,
+                _ => T::Value,
+            },
+        })
+    }
+
+    fn where_token(&mut self, v: &str) -> T {
+        let is = |w: &str| v.eq_ignore_ascii_case(w);
+        match v {
+            "=" => return T::Eq,
+            _ if is("where") => return T::Where,
+            "<" => return T::Lt,
+            "<=" => return T::Lte,
+            ">=" => return T::Gte,
+            "!=" => return T::Ne,
+            ">" => return T::Gt,
+            "(" => return T::ParenOpen,
+            ")" => {
+                if self.in_started {
+                    self.in_started = false;
+                    self.where_col = false;
+                }
+                return T::ParenClose;
+            }
+            _ => {}
+        }
+        if is("and") {
+            T::And
+        } else if is("or") {
+            T::Or
+        } else if !self.where_col {
+            self.where_col = true;
+            T::ColumnName
+        } else if is("in") {
+            self.in_started = true;
+            T::In
+        } else if v == "," {
+            T::Comma
+        } else if is("like") {
+            T::Like
+        } else {
+            if !self.in_started {
+                self.where_col = false;
+            }
+            T::Value
+        }
+    }
 }
 
-/// A single-quoted literal starting at `chars[*i]`. `''` is an embedded quote; a backslash is an
-/// ordinary character except before a quote, where Vtiger fails with a syntax error.
-fn lex_string(chars: &[char], i: &mut usize) -> Tok {
-    let mut value = String::new();
-    *i += 1;
-    loop {
-        match chars.get(*i) {
-            None => return Tok::BadSyntax,
-            Some('\'') if chars.get(*i + 1) == Some(&'\'') => {
-                value.push('\'');
-                *i += 2;
-            }
-            Some('\'') => {
-                *i += 1;
-                return Tok::Str(value);
-            }
-            Some('\\') if chars.get(*i + 1) == Some(&'\'') => {
-                *i += 2;
-                return Tok::BadSyntax;
-            }
-            Some(c) => {
-                value.push(*c);
-                *i += 1;
-            }
+/// Length of a single-quoted literal at the start of `s` (`'…'`, `''` inside, at least one
+/// character inside), with the backtracking a regex engine does; `None` if there is none.
+fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    let mut last_pair = None;
+    while i < s.len() {
+        if s[i] != b'\'' {
+            i += 1;
+        } else if s.get(i + 1) == Some(&b'\'') {
+            last_pair = Some(i);
+            i += 2;
+        } else {
+            // A lone quote closes the literal, if anything came before it.
+            return (i > 1).then_some(i + 1);
         }
     }
+    // Unterminated: give back the last doubled quote and close on its first half.
+    last_pair.filter(|p| *p > 1).map(|p| p + 1)
 }
 
 // ---------------------------------------------------------------------------------------------
-// AST
+// Parser
 
+/// What the statement selects.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Selection {
     All,
@@ -184,311 +386,359 @@ pub(crate) enum Selection {
     Columns(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Cond {
-    And(Box<Cond>, Box<Cond>),
-    Or(Box<Cond>, Box<Cond>),
-    Cmp { column: String, op: CmpOp, value: String },
-    In { column: String, values: Vec<String> },
-    Like { column: String, pattern: String },
+/// A comparison operator as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    In,
+    Like,
 }
 
+/// One condition as the parser collected it: the column and the values' raw source text.
+#[derive(Debug, Clone, PartialEq)]
+struct RawCond {
+    column: String,
+    op: Op,
+    values: Vec<String>,
+}
+
+/// Parser positions: after which part of the statement the next token comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pos {
+    Start,
+    AfterSelect,
+    AfterColumn,
+    AfterColumnComma,
+    AfterStar,
+    AfterCount,
+    AfterCountOpen,
+    AfterCountStar,
+    AfterCountClose,
+    AfterFrom,
+    AfterTable,
+    WhereColumn,
+    AfterWhereColumn,
+    AfterOp,
+    ListOpen,
+    ListValue,
+    ListComma,
+    AfterCond,
+    AfterBareListComma,
+    AfterConnective,
+    OrderColumn,
+    AfterOrderColumn,
+    AfterOrderComma,
+    AfterDirection,
+    LimitFirst,
+    AfterLimitFirst,
+    LimitSecond,
+    AfterLimitSecond,
+    End,
+    /// The real parser shifted a token it cannot use; the next one fails with this list.
+    Stuck(&'static str),
+}
+
+const OPERATORS: &str = "EQ,LT,GT,LTE,GTE,NE,IN,LIKE";
+
+/// A parsed statement, ready to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Query {
     pub(crate) selection: Selection,
     pub(crate) schema: &'static Schema,
-    pub(crate) filter: Option<Cond>,
-    /// `(column, descending)`.
-    pub(crate) order: Vec<(String, bool)>,
-    /// `(offset, count)` as written, before the row cap.
-    pub(crate) limit: Option<(u64, u64)>,
+    /// Sum of products: OR over AND-chains.
+    filter: Vec<Vec<Atom>>,
+    /// Columns, and whether the last one sorts descending.
+    order: Vec<String>,
+    order_desc: bool,
+    /// `(offset, count)` after the 100-row cap.
+    limit: (u64, u64),
+    /// The statement parsed but its SQL fails on MySQL: Vtiger answers `[]`.
+    sql_fails: bool,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Parser
-
-const KEYWORDS: &[&str] =
-    &["SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "AND", "OR", "IN", "LIKE", "ASC", "DESC"];
-
-/// After a complete clause the real parser reduces the optional clauses away, leaving `;` as the
-/// only expected token.
-const AFTER_CLAUSE: &[&str] = &["SEMICOLON"];
-
-struct Parser {
-    tokens: Vec<Token>,
-    pos: usize,
-}
-
-pub(crate) fn parse(input: &str) -> WsResult<Query> {
-    let mut p = Parser { tokens: lex(input), pos: 0 };
-    p.query()
-}
-
-impl Parser {
-    fn peek(&self) -> &Tok {
-        self.tokens.get(self.pos).map_or(&Tok::Eof, |t| &t.tok)
-    }
-
-    fn peek_at(&self, ahead: usize) -> &Tok {
-        self.tokens.get(self.pos + ahead).map_or(&Tok::Eof, |t| &t.tok)
-    }
-
-    fn bump(&mut self) {
-        self.pos += 1;
-    }
-
-    fn at_keyword(&self, kw: &str) -> bool {
-        matches!(self.peek(), Tok::Ident(w) if w.eq_ignore_ascii_case(kw))
-    }
-
-    fn eat_keyword(&mut self, kw: &str) -> bool {
-        let hit = self.at_keyword(kw);
-        if hit {
-            self.bump();
-        }
-        hit
-    }
-
-    fn expect_keyword(&mut self, kw: &str, expected: &[&str]) -> WsResult<()> {
-        if self.eat_keyword(kw) { Ok(()) } else { Err(self.unexpected(expected)) }
-    }
-
-    fn eat(&mut self, tok: &Tok) -> bool {
-        let hit = self.peek() == tok;
-        if hit {
-            self.bump();
-        }
-        hit
-    }
-
-    /// A non-keyword identifier (column or module name).
-    fn name(&mut self, expected: &[&str]) -> WsResult<String> {
-        match self.peek() {
-            Tok::Ident(w) if !is_keyword(w) => {
-                let w = w.clone();
-                self.bump();
-                Ok(w)
+/// The module a statement names, found as Vtiger finds it before parsing: the first `from`
+/// followed by whitespace, then everything up to whitespace or `;`.
+fn module_name(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 4 <= b.len() {
+        if b[i..i + 4].eq_ignore_ascii_case(b"from") {
+            let mut j = i + 4;
+            let space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+            while j < b.len() && space(b[j]) {
+                j += 1;
             }
-            _ => Err(self.unexpected(expected)),
-        }
-    }
-
-    fn unexpected(&self, expected: &[&str]) -> Failure {
-        let Some(token) = self.tokens.get(self.pos) else {
-            return error::internal_error();
-        };
-        let (shown, name, value) = match &token.tok {
-            Tok::BadInternal => return error::internal_error(),
-            Tok::Eof => {
-                // The lexer's value is still the last token read.
-                let last = self.pos.checked_sub(1).and_then(|i| self.tokens.get(i)).map_or("", |t| t.text.as_str());
-                (last.to_owned(), "End of Input".to_owned(), "0".to_owned())
-            }
-            tok => {
-                let name = match tok {
-                    Tok::Ident(w) if is_keyword(w) => w.to_ascii_uppercase(),
-                    // At the start the lexer only knows SELECT; any other word is unknown.
-                    Tok::Ident(_) if self.pos == 0 => "Unknown".into(),
-                    Tok::Ident(_) => "COLUMNNAME".into(),
-                    Tok::Number(_) | Tok::Str(_) => "VALUE".into(),
-                    Tok::Comma => "COMMA".into(),
-                    Tok::LParen => "PARENOPEN".into(),
-                    Tok::RParen => "PARENCLOSE".into(),
-                    Tok::Star => "ASTERISK".into(),
-                    Tok::Semi => "SEMICOLON".into(),
-                    Tok::Op(op) => op_token_name(*op).into(),
-                    Tok::BadSyntax | Tok::BadInternal | Tok::Eof => "Unknown".into(),
-                };
-                (token.text.clone(), name, token.text.clone())
-            }
-        };
-        error::syntax_error(format!(
-            "Syntax Error on line {}: token '{shown}' Unexpected {name}({value}), expected one of: {}",
-            token.line,
-            expected.join(",")
-        ))
-    }
-
-    fn query(&mut self) -> WsResult<Query> {
-        self.expect_keyword("SELECT", &["SELECT"])?;
-        let selection = self.selection()?;
-        let after_select: &[&str] =
-            if matches!(selection, Selection::Columns(_)) { &["COMMA", "FROM"] } else { &["FROM"] };
-        self.expect_keyword("FROM", after_select)?;
-        let module = self.name(&["TABLENAME"])?;
-        let schema = modules::by_name(&module).ok_or_else(|| error::denied_for_name(&module))?;
-        if let Selection::Columns(columns) = &selection {
-            if let Some(bad) = columns.iter().find(|c| !is_column(schema, c)) {
-                return Err(error::denied_select_column(bad));
-            }
-        }
-        let filter = if self.eat_keyword("WHERE") { Some(self.or_cond(schema)?) } else { None };
-        let mut order = Vec::new();
-        if self.eat_keyword("ORDER") {
-            self.expect_keyword("BY", &["BY"])?;
-            loop {
-                let column = self.name(&["COLUMNNAME"])?;
-                if !is_column(schema, &column) {
-                    return Err(error::denied_where_column(&column));
+            if j > i + 4 {
+                let start = j;
+                while j < b.len() && !space(b[j]) && b[j] != b';' {
+                    j += 1;
                 }
-                let descending = if self.eat_keyword("DESC") {
-                    true
-                } else {
-                    self.eat_keyword("ASC");
-                    false
-                };
-                order.push((column, descending));
-                if !self.eat(&Tok::Comma) {
-                    break;
+                if j > start {
+                    return text.get(start..j);
                 }
             }
         }
-        let limit = if self.eat_keyword("LIMIT") {
-            let first = self.number()?;
-            if self.eat(&Tok::Comma) { Some((first, self.number()?)) } else { Some((0, first)) }
-        } else {
-            None
-        };
-        if !self.eat(&Tok::Semi) {
-            return Err(self.unexpected(AFTER_CLAUSE));
+        i += 1;
+    }
+    None
+}
+
+pub(crate) fn parse(text: &str) -> WsResult<Query> {
+    let module = module_name(text).ok_or_else(error::denied_for_query)?;
+    let schema = modules::by_name(module).ok_or_else(|| error::denied_for_name(module))?;
+    let raw = RawQuery::parse(text)?;
+    raw.check(schema)
+}
+
+/// What the parser collected, before any column is checked.
+#[derive(Debug, Default)]
+struct RawQuery {
+    columns: Vec<String>,
+    star: bool,
+    count: bool,
+    conds: Vec<RawCond>,
+    /// `true` for OR, between consecutive conditions.
+    ors: Vec<bool>,
+    order: Vec<String>,
+    order_desc: bool,
+    limit: Vec<String>,
+    sql_fails: bool,
+}
+
+fn syntax(lex: &Lexer<'_>, tok: Option<(T, &str)>, expected: &str) -> error::Failure {
+    let (name, value) = match tok {
+        Some((t, v)) => (t.name(), v.to_owned()),
+        None => ("End of Input", "0".to_owned()),
+    };
+    error::syntax_error(format!(
+        "Syntax Error on line {}: token '{}' Unexpected {name}({value}), expected one of: {expected}",
+        lex.line, lex.value
+    ))
+}
+
+impl RawQuery {
+    fn parse(text: &str) -> WsResult<RawQuery> {
+        let mut lex = Lexer::new(text);
+        let mut q = RawQuery::default();
+        let mut pos = Pos::Start;
+        loop {
+            let tok = lex.next().map_err(|Unlexable| error::internal_error())?;
+            let Some((t, v)) = tok else {
+                if pos == Pos::End {
+                    return Ok(q);
+                }
+                return Err(syntax(&lex, None, eof_expected(pos)));
+            };
+            let fail = |expected: &str| Err(syntax(&lex, Some((t, &v)), expected));
+            pos = match (pos, t) {
+                (Pos::Start, T::Select) => Pos::AfterSelect,
+                (Pos::Start, _) => return fail("SELECT"),
+
+                (Pos::AfterSelect | Pos::AfterColumnComma, T::ColumnName) => {
+                    q.columns.push(v.clone());
+                    Pos::AfterColumn
+                }
+                (Pos::AfterSelect, T::Asterisk) => {
+                    q.star = true;
+                    Pos::AfterStar
+                }
+                (Pos::AfterSelect, T::Count) => Pos::AfterCount,
+                (Pos::AfterSelect, _) => return fail("COLUMNNAME"),
+                (Pos::AfterColumn | Pos::AfterCountClose, T::Comma) => Pos::AfterColumnComma,
+                (Pos::AfterColumn | Pos::AfterCountClose | Pos::AfterStar, T::Frm) => Pos::AfterFrom,
+                (Pos::AfterCountClose, T::ColumnName) => Pos::Stuck("SELECT"),
+                (Pos::AfterColumn | Pos::AfterColumnComma | Pos::AfterCountClose, _) => return fail("SELECT"),
+                (Pos::AfterStar, _) => return fail("FRM,COMMA"),
+                (Pos::AfterCount, T::ParenOpen) => Pos::AfterCountOpen,
+                (Pos::AfterCount, _) => return fail("PARENOPEN"),
+                (Pos::AfterCountOpen, T::Asterisk) => Pos::AfterCountStar,
+                (Pos::AfterCountOpen, _) => return fail("ASTERISK"),
+                (Pos::AfterCountStar, T::ParenClose) => {
+                    q.count = true;
+                    Pos::AfterCountClose
+                }
+                (Pos::AfterCountStar, _) => return fail("PARENCLOSE"),
+                (Pos::AfterFrom, T::TableName) => Pos::AfterTable,
+                (Pos::AfterFrom, _) => return fail("TABLENAME"),
+
+                (Pos::AfterTable, T::Where) => Pos::WhereColumn,
+                (Pos::AfterTable, T::OrderBy) | (Pos::AfterCond, T::OrderBy) => Pos::OrderColumn,
+                (Pos::AfterTable | Pos::AfterCond | Pos::AfterOrderColumn | Pos::AfterDirection, T::Limit) => {
+                    Pos::LimitFirst
+                }
+                (
+                    Pos::AfterTable
+                    | Pos::AfterCond
+                    | Pos::AfterOrderColumn
+                    | Pos::AfterDirection
+                    | Pos::AfterLimitFirst
+                    | Pos::AfterLimitSecond,
+                    T::Semicolon,
+                ) => Pos::End,
+                // The grammar action for the table name fails when anything else follows it.
+                (Pos::AfterTable, _) => return Err(error::syntax_error_in_query()),
+
+                (Pos::WhereColumn | Pos::AfterConnective, T::ColumnName) => {
+                    q.conds.push(RawCond { column: v.clone(), op: Op::Eq, values: Vec::new() });
+                    Pos::AfterWhereColumn
+                }
+                (Pos::WhereColumn, _) => return fail("COLUMNNAME"),
+                (Pos::AfterWhereColumn, _) => {
+                    let op = match t {
+                        T::Eq => Op::Eq,
+                        T::Lt => Op::Lt,
+                        T::Gt => Op::Gt,
+                        T::Lte => Op::Le,
+                        T::Gte => Op::Ge,
+                        T::Ne => Op::Ne,
+                        T::In => Op::In,
+                        T::Like => Op::Like,
+                        _ => return fail(OPERATORS),
+                    };
+                    if let Some(c) = q.conds.last_mut() {
+                        c.op = op;
+                    }
+                    Pos::AfterOp
+                }
+                (Pos::AfterOp, T::Value) | (Pos::AfterBareListComma, T::Value) => {
+                    q.push_value(v.clone());
+                    Pos::AfterCond
+                }
+                (Pos::AfterOp, T::ParenOpen) => Pos::ListOpen,
+                (Pos::ListOpen | Pos::ListComma, T::Value) => {
+                    q.push_value(v.clone());
+                    Pos::ListValue
+                }
+                (Pos::AfterOp | Pos::ListOpen | Pos::ListComma | Pos::AfterBareListComma, _) => return fail("VALUE"),
+                (Pos::ListValue, T::Comma) => Pos::ListComma,
+                (Pos::ListValue, T::ParenClose) => Pos::AfterCond,
+                // An unclosed list is accepted by the parser; the SQL it makes fails.
+                (Pos::ListValue, T::Semicolon) => {
+                    q.sql_fails = true;
+                    Pos::End
+                }
+                (Pos::ListValue, T::OrderBy) => {
+                    q.sql_fails = true;
+                    Pos::OrderColumn
+                }
+                (Pos::ListValue, T::Limit) => {
+                    q.sql_fails = true;
+                    Pos::LimitFirst
+                }
+                (Pos::ListValue, T::And | T::Or) => {
+                    q.sql_fails = true;
+                    q.ors.push(t == T::Or);
+                    Pos::AfterConnective
+                }
+                (Pos::ListValue, _) => return fail("SEMICOLON"),
+                // Only `IN` keeps the lexer in its value list, so only `IN 'a', 'b'` gets here.
+                (Pos::AfterCond, T::Comma) => Pos::AfterBareListComma,
+                (Pos::AfterCond, T::And | T::Or) => {
+                    q.ors.push(t == T::Or);
+                    Pos::AfterConnective
+                }
+                (Pos::AfterConnective, T::Where) => Pos::AfterConnective,
+                (Pos::AfterConnective, T::Semicolon | T::OrderBy | T::Limit) => return fail("COLUMNNAME"),
+                (Pos::AfterConnective, _) => return fail("SEMICOLON"),
+
+                (Pos::OrderColumn | Pos::AfterOrderComma, T::ColumnName) => {
+                    q.order.push(v.clone());
+                    Pos::AfterOrderColumn
+                }
+                (Pos::OrderColumn, _) => return fail("COLUMNNAME"),
+                (Pos::AfterOrderComma, T::Semicolon | T::Limit) => return fail("COLUMNNAME"),
+                (Pos::AfterOrderComma, _) => return fail("SEMICOLON"),
+                (Pos::AfterOrderColumn, T::Comma) => Pos::AfterOrderComma,
+                (Pos::AfterOrderColumn, T::Asc | T::Desc) => {
+                    q.order_desc = t == T::Desc;
+                    Pos::AfterDirection
+                }
+                (Pos::AfterOrderColumn | Pos::AfterLimitSecond, T::OrderBy) => Pos::Stuck("SEMICOLON"),
+
+                (Pos::LimitFirst, T::Value) => {
+                    q.limit.push(v.clone());
+                    Pos::AfterLimitFirst
+                }
+                (Pos::AfterLimitFirst, T::Comma) => Pos::LimitSecond,
+                (Pos::AfterLimitFirst, T::Limit) => Pos::Stuck("SEMICOLON"),
+                (Pos::LimitSecond, T::Value) => {
+                    q.limit.push(v.clone());
+                    Pos::AfterLimitSecond
+                }
+                (Pos::LimitFirst | Pos::LimitSecond, _) => return fail("VALUE"),
+                (
+                    Pos::AfterCond
+                    | Pos::AfterOrderColumn
+                    | Pos::AfterDirection
+                    | Pos::AfterLimitFirst
+                    | Pos::AfterLimitSecond,
+                    _,
+                ) => return fail("SEMICOLON"),
+                (Pos::End, _) => return fail(""),
+                (Pos::Stuck(expected), _) => return fail(expected),
+            };
         }
-        if *self.peek() != Tok::Eof {
-            return Err(self.unexpected(&["End of Input"]));
-        }
-        Ok(Query { selection, schema, filter, order, limit })
     }
 
-    fn selection(&mut self) -> WsResult<Selection> {
-        if self.eat(&Tok::Star) {
-            return Ok(Selection::All);
-        }
-        if self.at_keyword("count") && *self.peek_at(1) == Tok::LParen {
-            self.bump();
-            self.bump();
-            if !self.eat(&Tok::Star) {
-                return Err(self.unexpected(&["ASTERISK"]));
-            }
-            if !self.eat(&Tok::RParen) {
-                return Err(self.unexpected(&["PARENCLOSE"]));
-            }
-            return Ok(Selection::Count);
-        }
-        let mut columns = vec![self.name(&["COLUMNNAME", "ASTERISK", "COUNT"])?];
-        while self.eat(&Tok::Comma) {
-            columns.push(self.name(&["COLUMNNAME"])?);
-        }
-        Ok(Selection::Columns(columns))
-    }
-
-    fn number(&mut self) -> WsResult<u64> {
-        match self.peek() {
-            Tok::Number(n) if n.bytes().all(|b| b.is_ascii_digit()) => {
-                // Out-of-range limits saturate rather than fail; they are capped anyway.
-                let v = n.parse::<u64>().unwrap_or(u64::MAX);
-                self.bump();
-                Ok(v)
-            }
-            _ => Err(self.unexpected(&["VALUE"])),
-        }
-    }
-
-    fn or_cond(&mut self, schema: &Schema) -> WsResult<Cond> {
-        let mut left = self.and_cond(schema)?;
-        while self.eat_keyword("OR") {
-            let right = self.and_cond(schema)?;
-            left = Cond::Or(Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    fn and_cond(&mut self, schema: &Schema) -> WsResult<Cond> {
-        let mut left = self.primary(schema)?;
-        while self.eat_keyword("AND") {
-            let right = self.primary(schema)?;
-            left = Cond::And(Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    fn primary(&mut self, schema: &Schema) -> WsResult<Cond> {
-        if self.eat(&Tok::LParen) {
-            let inner = self.or_cond(schema)?;
-            if !self.eat(&Tok::RParen) {
-                return Err(self.unexpected(&["PARENCLOSE"]));
-            }
-            return Ok(inner);
-        }
-        let column = self.name(&["COLUMNNAME", "PARENOPEN"])?;
-        if !is_column(schema, &column) {
-            return Err(error::denied_where_column(&column));
-        }
-        if let Tok::Op(op) = *self.peek() {
-            self.bump();
-            let value = self.value()?;
-            return Ok(Cond::Cmp { column, op, value });
-        }
-        if self.eat_keyword("LIKE") {
-            let pattern = self.value()?;
-            return Ok(Cond::Like { column, pattern });
-        }
-        if self.eat_keyword("IN") {
-            if !self.eat(&Tok::LParen) {
-                return Err(self.unexpected(&["PARENOPEN"]));
-            }
-            let mut values = vec![self.value()?];
-            while self.eat(&Tok::Comma) {
-                values.push(self.value()?);
-            }
-            if !self.eat(&Tok::RParen) {
-                return Err(self.unexpected(&["COMMA", "PARENCLOSE"]));
-            }
-            return Ok(Cond::In { column, values });
-        }
-        Err(self.unexpected(&["EQ", "NE", "LT", "GT", "LTE", "GTE", "LIKE", "IN"]))
-    }
-
-    fn value(&mut self) -> WsResult<String> {
-        match self.peek() {
-            Tok::Str(s) | Tok::Number(s) => {
-                let s = s.clone();
-                self.bump();
-                Ok(s)
-            }
-            _ => Err(self.unexpected(&["VALUE"])),
+    fn push_value(&mut self, v: String) {
+        if let Some(c) = self.conds.last_mut() {
+            c.values.push(v);
         }
     }
 }
 
-fn is_keyword(word: &str) -> bool {
-    KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
-}
-
-fn op_token_name(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "EQ",
-        CmpOp::Ne => "NE",
-        CmpOp::Lt => "LT",
-        CmpOp::Gt => "GT",
-        CmpOp::Le => "LTE",
-        CmpOp::Ge => "GTE",
+/// What the real parser lists when the input ends at `pos`.
+fn eof_expected(pos: Pos) -> &'static str {
+    match pos {
+        Pos::Start => "SELECT",
+        Pos::AfterSelect | Pos::WhereColumn | Pos::AfterConnective | Pos::OrderColumn | Pos::AfterOrderComma => {
+            "COLUMNNAME"
+        }
+        Pos::AfterColumn | Pos::AfterColumnComma | Pos::AfterCountClose => "SELECT",
+        Pos::AfterStar => "FRM,COMMA",
+        Pos::AfterCount => "PARENOPEN",
+        Pos::AfterCountOpen => "ASTERISK",
+        Pos::AfterCountStar => "PARENCLOSE",
+        Pos::AfterFrom => "TABLENAME",
+        Pos::AfterWhereColumn => OPERATORS,
+        Pos::AfterOp
+        | Pos::ListOpen
+        | Pos::ListComma
+        | Pos::AfterBareListComma
+        | Pos::LimitFirst
+        | Pos::LimitSecond => "VALUE",
+        Pos::ListValue => "PARENCLOSE,COMMA",
+        Pos::AfterTable
+        | Pos::AfterCond
+        | Pos::AfterOrderColumn
+        | Pos::AfterDirection
+        | Pos::AfterLimitFirst
+        | Pos::AfterLimitSecond
+        | Pos::End => "SEMICOLON",
+        Pos::Stuck(expected) => expected,
     }
-}
-
-fn is_column(schema: &Schema, column: &str) -> bool {
-    column == "id" || schema.field(column).is_some()
 }
 
 // ---------------------------------------------------------------------------------------------
-// Evaluation
+// Checks and SQL semantics
 
-/// How a column compares: ids and references by crmid, numbers numerically, dates as datetimes,
-/// everything else as text under a case-insensitive collation (MySQL's default).
+/// How a column compares on MySQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// `id`: compared by crmid, the literal's prefix dropped.
     Id,
+    /// A reference field: like `id`, and its literals must contain an `x`.
     Reference,
+    /// An owner field (`assigned_user_id`): like `id`.
+    Owner,
     Numeric,
     Temporal,
+    /// Text under `utf8_general_ci`: case- and accent-insensitive, trailing spaces ignored.
     Text,
 }
 
@@ -497,12 +747,175 @@ fn kind(schema: &Schema, column: &str) -> Kind {
         return Kind::Id;
     }
     match schema.field(column).map(|f| f.ty) {
-        Some(FieldType::Reference | FieldType::Owner) => Kind::Reference,
+        Some(FieldType::Reference) => Kind::Reference,
+        Some(FieldType::Owner) => Kind::Owner,
         Some(t) if t.is_numeric() => Kind::Numeric,
         Some(FieldType::Date | FieldType::DateTime) => Kind::Temporal,
         _ => Kind::Text,
     }
 }
+
+fn is_column(schema: &Schema, column: &str) -> bool {
+    column == "id" || schema.field(column).is_some()
+}
+
+/// A literal as MySQL receives it.
+#[derive(Debug, Clone, PartialEq)]
+enum Lit {
+    Str(String),
+    Num(f64),
+    /// A LIKE on an id whose literal has no `x`: Vtiger sends `LIKE ''`.
+    Nothing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Atom {
+    column: String,
+    kind: Kind,
+    op: Op,
+    lits: Vec<Lit>,
+}
+
+/// A MySQL single-quoted literal's content (`'…'` given whole): `''` and backslash escapes
+/// undone, `\%` and `\_` kept for LIKE. `None` when MySQL would read the quotes differently
+/// (an escaped closing quote) and the statement fails.
+fn mysql_string(raw: &str) -> Option<String> {
+    let inner = raw.strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut out = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                '0' => out.push('\0'),
+                'b' => out.push('\u{8}'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'Z' => out.push('\u{1a}'),
+                e @ ('%' | '_') => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                e => out.push(e),
+            },
+            '\'' => {
+                if chars.next() != Some('\'') {
+                    return None;
+                }
+                out.push('\'');
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+fn is_integer_literal(s: &str) -> bool {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// PHP 8's `$value > 100` for a LIMIT token: numeric strings compare as numbers, others as
+/// strings against `"100"`.
+fn php_greater_than_100(v: &str) -> bool {
+    let (mantissa, exponent) = match v.find(['e', 'E']) {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    let numeric = is_integer_literal(mantissa) && exponent.is_none_or(is_integer_literal);
+    match v.parse::<f64>() {
+        Ok(n) if numeric => n > 100.0,
+        _ => v > "100",
+    }
+}
+
+/// A LIMIT number as MySQL accepts it (unsigned digits), or `None`.
+fn limit_number(v: &str) -> Option<u64> {
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.parse().unwrap_or(u64::MAX))
+}
+
+impl RawQuery {
+    /// The checks Vtiger runs once the statement parsed, in its order, and the SQL meaning.
+    fn check(self, schema: &'static Schema) -> WsResult<Query> {
+        let selection = if self.count {
+            Selection::Count
+        } else if self.star {
+            Selection::All
+        } else {
+            if let Some(bad) = self.columns.iter().find(|c| !is_column(schema, c)) {
+                return Err(error::denied_select_column(bad));
+            }
+            Selection::Columns(self.columns.clone())
+        };
+        let mut sql_fails = self.sql_fails;
+        let mut atoms = Vec::new();
+        for cond in &self.conds {
+            if !is_column(schema, &cond.column) {
+                return Err(error::denied_where_column(&cond.column));
+            }
+            let kind = kind(schema, &cond.column);
+            if kind == Kind::Reference && cond.values.iter().any(|v| !v.contains('x')) {
+                return Err(error::invalid_id());
+            }
+            let mut lits = Vec::new();
+            for raw in &cond.values {
+                match literal(kind, cond.op, raw) {
+                    Some(l) => lits.push(l),
+                    None => sql_fails = true,
+                }
+            }
+            atoms.push(Atom { column: cond.column.clone(), kind, op: cond.op, lits });
+        }
+        // Sum of products: MySQL gives AND precedence over OR.
+        let mut filter: Vec<Vec<Atom>> = Vec::new();
+        for (i, atom) in atoms.into_iter().enumerate() {
+            let or_before = i > 0 && self.ors.get(i - 1).copied().unwrap_or(false);
+            match filter.last_mut() {
+                Some(chain) if !or_before => chain.push(atom),
+                _ => filter.push(vec![atom]),
+            }
+        }
+        if self.order.iter().any(|c| !is_column(schema, c)) {
+            sql_fails = true;
+        }
+        let capped = |v: &String| if php_greater_than_100(v) { "100".to_owned() } else { v.clone() };
+        let limit = match self.limit.as_slice() {
+            [] => Some((0, MAX_ROWS)),
+            [n] => limit_number(&capped(n)).map(|n| (0, n)),
+            [offset, n, ..] => limit_number(offset).zip(limit_number(&capped(n))),
+        };
+        let limit = limit.unwrap_or_else(|| {
+            sql_fails = true;
+            (0, 0)
+        });
+        Ok(Query { selection, schema, filter, order: self.order, order_desc: self.order_desc, limit, sql_fails })
+    }
+}
+
+/// The literal MySQL compares with, or `None` when the SQL Vtiger builds from it fails.
+fn literal(kind: Kind, op: Op, raw: &str) -> Option<Lit> {
+    match kind {
+        Kind::Id | Kind::Reference | Kind::Owner => {
+            // Vtiger strips quotes, splits on `x` and splices the second part into the SQL.
+            let trimmed = raw.trim_matches(['\'', '"']);
+            let Some(crmid) = trimmed.split('x').nth(1) else {
+                return (op == Op::Like).then_some(Lit::Nothing);
+            };
+            if op == Op::Like {
+                return Some(Lit::Str(crmid.to_owned()));
+            }
+            let crmid = crmid.trim();
+            is_integer_literal(crmid).then(|| Lit::Num(crmid.parse().unwrap_or(f64::MAX)))
+        }
+        _ if raw.starts_with('\'') => mysql_string(raw).map(Lit::Str),
+        _ if is_integer_literal(raw) => Some(Lit::Num(raw.parse().unwrap_or(f64::MAX))),
+        // A bare word is an SQL identifier: an unknown column.
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
 
 /// One row being evaluated: its crmid and its stored fields.
 #[derive(Debug, Clone, Copy)]
@@ -521,56 +934,125 @@ impl Row<'_> {
     }
 }
 
-/// Case-insensitive, trailing-space-insensitive text key (MySQL `PAD SPACE` collations).
-fn text_key(s: &str) -> String {
-    s.trim_end_matches(' ').to_lowercase()
-}
-
-/// A date compares equal to midnight of that day, as MySQL converts it.
-fn temporal_key(s: &str) -> String {
-    let s = s.trim();
-    if s.len() == 10 { format!("{s} 00:00:00") } else { s.to_owned() }
-}
-
-fn crmid_of(stored: &str) -> u64 {
-    parse_ws_id(stored).map_or(0, |(_, id)| id)
-}
-
-/// `stored <op> literal`, or `None` when the comparison is SQL NULL (never true).
-fn compare(kind: Kind, stored: &str, literal: &str) -> Option<Ordering> {
-    match kind {
-        Kind::Id | Kind::Reference => {
-            // The literal's prefix is dropped, as Vtiger converts it to a crmid.
-            let (_, wanted) = parse_ws_id(literal.trim())?;
-            Some(crmid_of(stored).cmp(&wanted))
-        }
-        Kind::Numeric => match (stored.trim().parse::<f64>(), literal.trim().parse::<f64>()) {
-            (Ok(a), Ok(b)) => a.partial_cmp(&b),
-            _ => Some(text_key(stored).cmp(&text_key(literal))),
-        },
-        Kind::Temporal => Some(temporal_key(stored).cmp(&temporal_key(literal))),
-        Kind::Text => Some(text_key(stored).cmp(&text_key(literal))),
+/// `utf8_general_ci` folding of one character: case and the common Latin accents dropped.
+fn fold_char(c: char) -> char {
+    let c = c.to_lowercase().next().unwrap_or(c);
+    match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => 'a',
+        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => 'c',
+        'ď' | 'đ' => 'd',
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => 'e',
+        'ĝ' | 'ğ' | 'ġ' | 'ģ' => 'g',
+        'ĥ' | 'ħ' => 'h',
+        'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => 'i',
+        'ĵ' => 'j',
+        'ķ' => 'k',
+        'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => 'l',
+        'ñ' | 'ń' | 'ņ' | 'ň' => 'n',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ō' | 'ŏ' | 'ő' => 'o',
+        'ŕ' | 'ŗ' | 'ř' => 'r',
+        'ś' | 'ŝ' | 'ş' | 'š' | 'ß' => 's',
+        'ţ' | 'ť' | 'ŧ' => 't',
+        'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => 'u',
+        'ŵ' => 'w',
+        'ý' | 'ÿ' | 'ŷ' => 'y',
+        'ź' | 'ż' | 'ž' => 'z',
+        c => c,
     }
 }
 
-/// SQL `LIKE`: `%` any run, `_` one character, case-insensitive, no padding.
+fn fold(s: &str) -> String {
+    s.chars().map(fold_char).collect()
+}
+
+/// Text sort and comparison key: folded, trailing spaces ignored (`PAD SPACE`).
+fn text_key(s: &str) -> String {
+    fold(s.trim_end_matches(' '))
+}
+
+/// A stored or literal datetime as MySQL reads it; a date is midnight, garbage is the zero date.
+fn temporal_key(s: &str) -> String {
+    let s = s.trim();
+    let digits_at = |i: &[usize]| i.iter().all(|&i| s.as_bytes().get(i).is_some_and(u8::is_ascii_digit));
+    let date = s.len() >= 10 && digits_at(&[0, 1, 2, 3, 5, 6, 8, 9]) && &s[4..5] == "-" && &s[7..8] == "-";
+    if date && s.len() == 10 {
+        format!("{s} 00:00:00")
+    } else if date && s.len() == 19 && digits_at(&[11, 12, 14, 15, 17, 18]) {
+        s.to_owned()
+    } else {
+        "0000-00-00 00:00:00".to_owned()
+    }
+}
+
+/// The number MySQL makes of a string: its longest numeric prefix, else 0.
+fn numeric_prefix(s: &str) -> f64 {
+    let t = s.trim_start();
+    let b = t.as_bytes();
+    let mut end = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    while end < b.len() && b[end].is_ascii_digit() {
+        end += 1;
+    }
+    if b.get(end) == Some(&b'.') {
+        end += 1;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+    }
+    t[..end].parse().unwrap_or(0.0)
+}
+
+fn crmid_of(stored: &str) -> Option<f64> {
+    stored.split_once('x').and_then(|(_, id)| id.parse().ok())
+}
+
+/// An empty reference is stored as 0, not NULL: `account_id != '11x2'` includes contacts
+/// without an account (observed on 8.2.0).
+fn reference_of(stored: &str) -> f64 {
+    crmid_of(stored).unwrap_or(0.0)
+}
+
+/// `stored <=> literal`, or `None` when the comparison is SQL NULL (never true).
+fn compare(kind: Kind, stored: &str, lit: &Lit) -> Option<Ordering> {
+    match (kind, lit) {
+        (_, Lit::Nothing) => None,
+        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Num(n)) => reference_of(stored).partial_cmp(n),
+        (Kind::Id | Kind::Reference | Kind::Owner, Lit::Str(s)) => reference_of(stored).partial_cmp(&numeric_prefix(s)),
+        (Kind::Numeric, _) if stored.trim().is_empty() => None,
+        (Kind::Numeric, Lit::Num(n)) => numeric_prefix(stored).partial_cmp(n),
+        (Kind::Numeric, Lit::Str(s)) => numeric_prefix(stored).partial_cmp(&numeric_prefix(s)),
+        (Kind::Temporal, _) if stored.trim().is_empty() => None,
+        (Kind::Temporal, Lit::Str(s)) => Some(temporal_key(stored).cmp(&temporal_key(s))),
+        (Kind::Temporal | Kind::Text, Lit::Num(n)) => numeric_prefix(stored).partial_cmp(n),
+        (Kind::Text, Lit::Str(s)) => Some(text_key(stored).cmp(&text_key(s))),
+    }
+}
+
+/// SQL `LIKE` under the collation: `%` any run, `_` one character, `\` escapes.
 fn like(value: &str, pattern: &str) -> bool {
-    let v: Vec<char> = value.to_lowercase().chars().collect();
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let v: Vec<char> = value.chars().map(fold_char).collect();
+    let mut p: Vec<(char, bool)> = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => p.push((fold_char(chars.next().unwrap_or('\\')), false)),
+            '%' | '_' => p.push((c, true)),
+            c => p.push((fold_char(c), false)),
+        }
+    }
     // Iterative matcher with backtracking to the last `%`.
     let (mut vi, mut pi) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while vi < v.len() {
         match p.get(pi) {
-            Some('%') => {
+            Some(('%', true)) => {
                 star = Some((pi, vi));
                 pi += 1;
             }
-            Some('_') => {
+            Some(('_', true)) => {
                 vi += 1;
                 pi += 1;
             }
-            Some(c) if *c == v[vi] => {
+            Some((c, false)) if *c == v[vi] => {
                 vi += 1;
                 pi += 1;
             }
@@ -584,52 +1066,59 @@ fn like(value: &str, pattern: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|c| *c == '%')
+    p[pi..].iter().all(|c| *c == ('%', true))
 }
 
-fn matches(cond: &Cond, schema: &Schema, row: &Row<'_>) -> bool {
-    match cond {
-        Cond::And(a, b) => matches(a, schema, row) && matches(b, schema, row),
-        Cond::Or(a, b) => matches(a, schema, row) || matches(b, schema, row),
-        Cond::Cmp { column, op, value } => {
-            let stored = row.value(schema, column);
-            let Some(ord) = compare(kind(schema, column), &stored, value) else {
-                return false;
-            };
-            match op {
-                CmpOp::Eq => ord == Ordering::Equal,
-                CmpOp::Ne => ord != Ordering::Equal,
-                CmpOp::Lt => ord == Ordering::Less,
-                CmpOp::Gt => ord == Ordering::Greater,
-                CmpOp::Le => ord != Ordering::Greater,
-                CmpOp::Ge => ord != Ordering::Less,
+fn matches_atom(atom: &Atom, schema: &Schema, row: &Row<'_>) -> bool {
+    let stored = row.value(schema, &atom.column);
+    let cmp = |lit: &Lit| compare(atom.kind, &stored, lit);
+    match atom.op {
+        Op::In => atom.lits.iter().any(|l| cmp(l) == Some(Ordering::Equal)),
+        Op::Like => atom.lits.iter().any(|l| match (atom.kind, l) {
+            (_, Lit::Nothing) => false,
+            (Kind::Id | Kind::Reference | Kind::Owner, Lit::Str(p)) => {
+                crmid_of(&stored).is_some_and(|_| like(stored.split_once('x').map_or("", |(_, id)| id), p))
             }
-        }
-        Cond::In { column, values } => {
-            let stored = row.value(schema, column);
-            let k = kind(schema, column);
-            values.iter().any(|v| compare(k, &stored, v) == Some(Ordering::Equal))
-        }
-        Cond::Like { column, pattern } => like(&row.value(schema, column), pattern),
+            (Kind::Numeric | Kind::Temporal, _) if stored.trim().is_empty() => false,
+            (_, Lit::Str(p)) => like(&stored, p),
+            (_, Lit::Num(n)) => like(&stored, &n.to_string()),
+        }),
+        op => atom.lits.first().and_then(cmp).is_some_and(|ord| match op {
+            Op::Eq => ord == Ordering::Equal,
+            Op::Ne => ord != Ordering::Equal,
+            Op::Lt => ord == Ordering::Less,
+            Op::Gt => ord == Ordering::Greater,
+            Op::Le => ord != Ordering::Greater,
+            Op::Ge => ord != Ordering::Less,
+            Op::In | Op::Like => false,
+        }),
     }
 }
 
-fn sort_cmp(schema: &Schema, order: &[(String, bool)], a: &Row<'_>, b: &Row<'_>) -> Ordering {
-    for (column, descending) in order {
-        let (x, y) = (a.value(schema, column), b.value(schema, column));
-        let ord = match kind(schema, column) {
-            Kind::Id | Kind::Reference => crmid_of(&x).cmp(&crmid_of(&y)),
-            // Empty numeric cells are NULL and sort first, like MySQL.
-            Kind::Numeric => match (x.trim().parse::<f64>(), y.trim().parse::<f64>()) {
-                (Ok(p), Ok(q)) => p.partial_cmp(&q).unwrap_or(Ordering::Equal),
-                (Err(_), Ok(_)) => Ordering::Less,
-                (Ok(_), Err(_)) => Ordering::Greater,
-                (Err(_), Err(_)) => Ordering::Equal,
-            },
-            Kind::Temporal => temporal_key(&x).cmp(&temporal_key(&y)),
-            Kind::Text => text_key(&x).cmp(&text_key(&y)),
-        };
-        let ord = if *descending { ord.reverse() } else { ord };
+fn matches(query: &Query, row: &Row<'_>) -> bool {
+    query.filter.is_empty() || query.filter.iter().any(|chain| chain.iter().all(|a| matches_atom(a, query.schema, row)))
+}
+
+/// Sort key of one cell; NULLs (`None`) sort first, as on MySQL.
+fn sort_key(schema: &Schema, column: &str, row: &Row<'_>) -> (Option<f64>, String) {
+    let v = row.value(schema, column);
+    match kind(schema, column) {
+        Kind::Id | Kind::Reference | Kind::Owner => (Some(reference_of(&v)), String::new()),
+        Kind::Numeric if v.trim().is_empty() => (None, String::new()),
+        Kind::Numeric => (Some(numeric_prefix(&v)), String::new()),
+        Kind::Temporal if v.trim().is_empty() => (None, String::new()),
+        Kind::Temporal => (Some(0.0), temporal_key(&v)),
+        Kind::Text => (Some(0.0), text_key(&v)),
+    }
+}
+
+fn sort_cmp(query: &Query, a: &Row<'_>, b: &Row<'_>) -> Ordering {
+    let last = query.order.len().saturating_sub(1);
+    for (i, column) in query.order.iter().enumerate() {
+        let (ka, kb) = (sort_key(query.schema, column, a), sort_key(query.schema, column, b));
+        let ord = ka.0.partial_cmp(&kb.0).unwrap_or(Ordering::Equal).then_with(|| ka.1.cmp(&kb.1));
+        // `ORDER BY a, b DESC`: the one direction applies to the last column only.
+        let ord = if i == last && query.order_desc { ord.reverse() } else { ord };
         if ord != Ordering::Equal {
             return ord;
         }
@@ -640,11 +1129,16 @@ fn sort_cmp(schema: &Schema, order: &[(String, bool)], a: &Row<'_>, b: &Row<'_>)
 /// Runs a parsed query over a module's live rows (in creation order). With `shuffle_ties`, rows
 /// with equal sort keys come back in arbitrary order, as MySQL returns them.
 pub(crate) fn execute(query: &Query, rows: Vec<Row<'_>>, shuffle_ties: bool) -> Out {
-    let schema = query.schema;
-    let mut rows: Vec<Row<'_>> =
-        rows.into_iter().filter(|r| query.filter.as_ref().is_none_or(|c| matches(c, schema, r))).collect();
+    if query.sql_fails {
+        return Out::Arr(Vec::new());
+    }
+    let mut rows: Vec<Row<'_>> = rows.into_iter().filter(|r| matches(query, r)).collect();
+    let (offset, count) = query.limit;
+    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
     if query.selection == Selection::Count {
-        return Out::Arr(vec![Out::obj([("count", Out::Str(rows.len().to_string()))])]);
+        let one = Out::obj([("count", Out::Str(rows.len().to_string()))]);
+        return Out::Arr(std::iter::once(one).skip(offset).take(count).collect());
     }
     if !query.order.is_empty() {
         if shuffle_ties {
@@ -652,11 +1146,8 @@ pub(crate) fn execute(query: &Query, rows: Vec<Row<'_>>, shuffle_ties: bool) -> 
             rows.shuffle(&mut rand::rng());
         }
         // Stable sort: after the shuffle above, ties keep the shuffled (arbitrary) order.
-        rows.sort_by(|a, b| sort_cmp(schema, &query.order, a, b));
+        rows.sort_by(|a, b| sort_cmp(query, a, b));
     }
-    let (offset, count) = query.limit.unwrap_or((0, MAX_ROWS));
-    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-    let count = usize::try_from(count.min(MAX_ROWS)).unwrap_or(0);
     Out::Arr(rows.iter().skip(offset).take(count).map(|r| project(query, r)).collect())
 }
 
@@ -683,9 +1174,10 @@ fn project(query: &Query, row: &Row<'_>) -> Out {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vtiger::error::Failure;
 
-    fn message(r: WsResult<Query>) -> (String, String) {
-        match r {
+    fn outcome(text: &str) -> (String, String) {
+        match parse(text) {
             Err(Failure::Ws { code, message }) => (code.to_owned(), message),
             Err(Failure::Fatal) => ("FATAL".into(), String::new()),
             Ok(q) => ("OK".into(), format!("{q:?}")),
@@ -693,96 +1185,84 @@ mod tests {
     }
 
     #[test]
-    fn missing_semicolon_and_misspelt_select_give_the_observed_messages() {
-        assert_eq!(
-            message(parse("SELECT * FROM Contacts")),
-            (
-                "QUERY_SYNTAX_ERROR".into(),
-                "Syntax Error on line 1: token 'Contacts' Unexpected End of Input(0), expected one of: SEMICOLON"
-                    .into()
-            )
-        );
-        assert_eq!(
-            message(parse("SELEC * FROM Contacts;")),
-            (
-                "QUERY_SYNTAX_ERROR".into(),
-                "Syntax Error on line 1: token 'SELEC' Unexpected Unknown(SELEC), expected one of: SELECT".into()
-            )
-        );
-        assert_eq!(
-            message(parse("SELECT * FROM Contacts WHERE lastname = 'x' LIMIT 5")).1,
-            "Syntax Error on line 1: token '5' Unexpected End of Input(0), expected one of: SEMICOLON"
-        );
+    fn quoted_literals_backtrack_like_the_regex() {
+        assert_eq!(quoted_len(b"'a';"), Some(3));
+        assert_eq!(quoted_len(b"'O''Brien';"), Some(10));
+        assert_eq!(quoted_len(b"'';"), None);
+        assert_eq!(quoted_len(b"''''"), Some(4));
+        assert_eq!(quoted_len(b"'x'';"), Some(3));
+        assert_eq!(quoted_len(b"'open"), None);
     }
 
     #[test]
-    fn keywords_are_case_insensitive_and_modules_are_not() {
-        assert!(parse("select firstname from Contacts where lastname like 'a%' order by id desc limit 3;").is_ok());
+    fn mysql_string_literals() {
+        assert_eq!(mysql_string("'O''Brien'").as_deref(), Some("O'Brien"));
+        assert_eq!(mysql_string(r"'Slash\\Match'").as_deref(), Some(r"Slash\Match"));
+        assert_eq!(mysql_string(r"'Slash\Match'").as_deref(), Some("SlashMatch"));
+        assert_eq!(mysql_string(r"'50\%'").as_deref(), Some(r"50\%"));
+        assert_eq!(mysql_string(r"'x\'"), None);
+    }
+
+    #[test]
+    fn limit_values_follow_php_comparison() {
+        assert!(php_greater_than_100("abc"));
+        assert!(php_greater_than_100("150"));
+        assert!(php_greater_than_100("1e3"));
+        assert!(!php_greater_than_100("0100"));
+        assert!(!php_greater_than_100("'5'"));
+        assert!(!php_greater_than_100("-5"));
+    }
+
+    #[test]
+    fn module_comes_from_the_first_from() {
+        assert_eq!(module_name("SELECT * FROM Contacts;"), Some("Contacts"));
+        assert_eq!(module_name("select id from\tAccounts"), Some("Accounts"));
+        assert_eq!(module_name("SELECT id FROM Contacts, Accounts;"), Some("Contacts,"));
+        assert_eq!(module_name("SELECT id FROM ;"), None);
         assert_eq!(
-            message(parse("SELECT * FROM contacts;")).1,
+            outcome("SELECT * FROM contacts WHERE (x;").1,
             "Permission to perform the operation is denied for name : contacts"
         );
     }
 
     #[test]
-    fn string_literals() {
-        let q = parse("SELECT * FROM Contacts WHERE lastname = 'O''Brien';").map(|q| q.filter);
-        assert_eq!(q, Ok(Some(Cond::Cmp { column: "lastname".into(), op: CmpOp::Eq, value: "O'Brien".into() })));
-        assert_eq!(message(parse(r"SELECT * FROM Contacts WHERE lastname = 'O\'Brien';")).0, "QUERY_SYNTAX_ERROR");
-        assert_eq!(message(parse(r"SELECT * FROM Contacts WHERE lastname = 'x\'';")).0, "QUERY_SYNTAX_ERROR");
-        assert_eq!(message(parse(r#"SELECT * FROM Contacts WHERE lastname = "x";"#)).0, "INTERNAL_SERVER_ERROR");
-        assert_eq!(message(parse("SELECT * FROM Contacts WHERE lastname = 'open;")).0, "QUERY_SYNTAX_ERROR");
-        // A backslash not before a quote is an ordinary character.
-        assert!(parse(r"SELECT * FROM Contacts WHERE description = 'C:\dir';").is_ok());
-    }
-
-    #[test]
-    fn dotted_paths_are_internal_errors() {
-        assert_eq!(message(parse("SELECT account_id.accountname FROM Contacts;")).0, "INTERNAL_SERVER_ERROR");
-        assert_eq!(
-            message(parse("SELECT id FROM Contacts WHERE account_id.accountname = 'x';")).0,
-            "INTERNAL_SERVER_ERROR"
-        );
-    }
-
-    #[test]
-    fn unknown_columns() {
-        assert_eq!(
-            message(parse("SELECT nosuchfield FROM Contacts;")).1,
-            "Permission to access '.nosuchfield.' attribute denied."
-        );
-        assert_eq!(
-            message(parse("SELECT * FROM Contacts WHERE nosuch = '1';")).1,
-            "Permission to access nosuch attribute denied."
-        );
-    }
-
-    #[test]
-    fn precedence_and_parentheses() {
-        let q = parse("SELECT * FROM Contacts WHERE a_x = '1' OR lastname = '2' AND firstname = '3';");
-        // Unknown column `a_x` is reported first.
-        assert_eq!(message(q).1, "Permission to access a_x attribute denied.");
-        let q = parse("SELECT * FROM Contacts WHERE (lastname = '1' OR lastname = '2') AND firstname IN ('a','b');")
-            .map(|q| q.filter);
-        assert!(matches!(q, Ok(Some(Cond::And(_, _)))));
-    }
-
-    #[test]
-    fn limits() {
-        assert_eq!(parse("SELECT * FROM Contacts LIMIT 5;").map(|q| q.limit), Ok(Some((0, 5))));
-        assert_eq!(parse("SELECT * FROM Contacts LIMIT 200, 100;").map(|q| q.limit), Ok(Some((200, 100))));
-        assert_eq!(message(parse("SELECT * FROM Contacts LIMIT x;")).0, "QUERY_SYNTAX_ERROR");
-    }
-
-    #[test]
-    fn like_patterns() {
-        assert!(like("N14-77", "n14%"));
-        assert!(like("Smith", "%MIT%"));
+    fn collation_folds_case_and_accents() {
+        assert_eq!(text_key("Renée  "), "renee");
+        assert!(like("Seán", "%a%"));
+        assert!(like("50% Match", r"%\%%"));
+        assert!(!like("5 Match", r"%\%%"));
         assert!(like("abc", "a_c"));
         assert!(!like("abc", "a_"));
         assert!(like("", "%"));
         assert!(!like("x", ""));
         assert!(like("aXbXc", "%x%x%"));
+    }
+
+    #[test]
+    fn grouping_parentheses_are_refused() {
+        assert_eq!(
+            outcome("SELECT id FROM Contacts WHERE (lastname = 'a');"),
+            (
+                "QUERY_SYNTAX_ERROR".into(),
+                "Syntax Error on line 1: token '(' Unexpected PARENOPEN((), expected one of: COLUMNNAME".into()
+            )
+        );
+        assert_eq!(
+            outcome("SELECT id FROM Contacts WHERE lastname = 'a' OR (lastname = 'b');").1,
+            "Syntax Error on line 1: token '(' Unexpected PARENOPEN((), expected one of: SEMICOLON"
+        );
+    }
+
+    #[test]
+    fn line_numbers_count_lone_newlines_only() {
+        assert_eq!(
+            outcome("SELECT id\nFROM Contacts\nWHERE (").1,
+            "Syntax Error on line 3: token '(' Unexpected PARENOPEN((), expected one of: COLUMNNAME"
+        );
+        assert_eq!(
+            outcome("SELECT id \nFROM Contacts WHERE (").1,
+            "Syntax Error on line 1: token '(' Unexpected PARENOPEN((), expected one of: COLUMNNAME"
+        );
     }
 
     /// Arbitrary input must produce a result or a documented error, never a panic.
@@ -806,6 +1286,7 @@ mod tests {
             "lastname",
             "firstname",
             "account_id",
+            "assigned_user_id",
             "modifiedtime",
             "=",
             "!=",
@@ -821,11 +1302,15 @@ mod tests {
             "OR",
             "ORDER",
             "BY",
+            "ORDERBY",
             "ASC",
             "DESC",
             "LIMIT",
             "0",
             "100",
+            "-5",
+            "+3",
+            "1e3",
             "99999999999999999999999",
             ",",
             ";",
@@ -833,25 +1318,32 @@ mod tests {
             "'O''Brien'",
             "'%a_%'",
             "'12x3'",
+            "'x'",
             "\\'",
             "'",
+            "''",
             "\"",
             ".",
             "a.b",
             "\n",
             " ",
             "é",
+            "'é'",
             "\0",
         ];
         let mut rng = rand::rng();
-        let fields: Fields = [("lastname", "Smith"), ("firstname", "Ann"), ("account_id", "11x2")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        for _ in 0..3000 {
+        let fields: Fields = [
+            ("lastname", "Smith"),
+            ("firstname", "Ann"),
+            ("account_id", "11x2"),
+            ("modifiedtime", "2024-01-01 00:00:00"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for _ in 0..5000 {
             let len = rng.random_range(0..14);
             let mut text = String::new();
-            // Mostly well-formed prefixes, so the fuzzing reaches the later clauses.
             if rng.random_bool(0.7) {
                 text.push_str("SELECT * FROM Contacts ");
             }
@@ -864,17 +1356,5 @@ mod tests {
                 let _ = execute(&q, rows, true);
             }
         }
-        for _ in 0..3000 {
-            let mut sample = |n: usize| -> String {
-                (0..rng.random_range(0..n)).map(|_| ['a', 'b', '%', '_', 'A'][rng.random_range(0..5)]).collect()
-            };
-            let (v, p) = (sample(8), sample(6));
-            let _ = like(&v, &p);
-        }
-    }
-
-    #[test]
-    fn trailing_tokens_after_semicolon_are_rejected() {
-        assert_eq!(message(parse("SELECT * FROM Contacts; DROP")).0, "QUERY_SYNTAX_ERROR");
     }
 }

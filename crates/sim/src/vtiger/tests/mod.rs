@@ -3,6 +3,7 @@
 mod auth;
 mod faults;
 mod records;
+mod replay;
 mod sync;
 mod transport;
 mod vtql;

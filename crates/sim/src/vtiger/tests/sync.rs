@@ -92,3 +92,31 @@ async fn patched_sync_still_dies_without_a_module() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn patched_sync_returns_only_the_callers_records_unless_application() {
+    let api = Api::start_with(|o| o.sync = Install::Patched).await;
+    let session = api.login().await;
+    let mine = api.sim.insert_record("Contacts", [("lastname", "Mine")]);
+    let grouped = api.sim.insert_record("Contacts", [("lastname", "Grouped"), ("assigned_user_id", "20x2")]);
+    let ids = |v: &Value| -> Vec<String> {
+        ok(v)["updated"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // As on 8.2.0: no syncType, `user`, `userandgroup` (admin is in no group) and unknown values
+    // leave the group's record out.
+    for sync_type in [None, Some("user"), Some("userandgroup"), Some("bogus")] {
+        let mut params = sync_params(&session, "1").to_vec();
+        if let Some(t) = sync_type {
+            params.push(("syncType", t));
+        }
+        assert_eq!(ids(&api.get(&params).await), vec![mine.clone()], "syncType {sync_type:?}");
+    }
+    let mut params = sync_params(&session, "1").to_vec();
+    params.push(("syncType", "application"));
+    assert_eq!(ids(&api.get(&params).await), vec![mine, grouped]);
+}
