@@ -114,6 +114,7 @@ pub struct VaultSettings {
     #[serde(serialize_with = "redact_nonempty")]
     pub master_key: String,
     pub key_file: String,
+    pub allow_new_database: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -279,6 +280,7 @@ impl Settings {
         options.clock = clock;
         options.max_queue_depth_per_tenant = self.jobs.max_queue_depth_per_tenant;
         options.default_max_attempts = self.jobs.max_attempts;
+        options.allow_new_database = self.vault.allow_new_database;
         Ok(options)
     }
 

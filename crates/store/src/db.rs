@@ -29,6 +29,20 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// The database for messages: a SQLite path, or PostgreSQL's host, port and database
+    /// (never its password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(raw) => match sqlx::postgres::PgConnectOptions::from_str(raw) {
+                Ok(o) => {
+                    format!("postgres://{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or_default())
+                }
+                Err(_) => "a PostgreSQL database".to_owned(),
+            },
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self> {
         let raw = raw.trim();
         if let Some(rest) = raw.strip_prefix("sqlite:") {
@@ -95,6 +109,9 @@ pub struct StoreOptions {
     pub max_queue_depth_per_tenant: u64,
     /// Attempts a job gets unless its kind says otherwise.
     pub default_max_attempts: u32,
+    /// Whether an existing key file may seal a database that holds no secrets yet (see
+    /// `VaultError::KeyWithoutDatabase`).
+    pub allow_new_database: bool,
 }
 
 impl StoreOptions {
@@ -106,6 +123,7 @@ impl StoreOptions {
             clock: Arc::new(crmhub_core::SystemClock),
             max_queue_depth_per_tenant: 10_000,
             default_max_attempts: 10,
+            allow_new_database: false,
         }
     }
 }
@@ -200,6 +218,13 @@ impl Store {
     /// refuses a master key that does not match the one the database was sealed with).
     pub async fn open(options: StoreOptions) -> Result<Self> {
         let db = connect(&options.url, options.max_connections).await?;
+        vault::refuse_key_without_database(
+            &db,
+            &options.master_key,
+            options.allow_new_database,
+            &options.url.describe(),
+        )
+        .await?;
         on_pool!(&db, |pool| migrator(&db).run(pool).await)?;
         let vault = vault::open_vault(&db, &options.master_key).await?;
         let lock_pool = match &options.url {

@@ -42,6 +42,13 @@ pub enum VaultError {
     )]
     MissingKey { sealed_with: String, path: PathBuf },
 
+    #[error(
+        "the master key file {key_file} exists, so this installation had secrets, but the database {database} \
+         holds none: it was emptied, truncated or replaced. Restore the database, or, to start a new installation \
+         with this key, set vault.allow_new_database = true (CRMHUB_VAULT__ALLOW_NEW_DATABASE=true); nothing was changed"
+    )]
+    KeyWithoutDatabase { key_file: PathBuf, database: String },
+
     #[error("master key is malformed: {0}")]
     MalformedKey(String),
 
@@ -202,6 +209,36 @@ pub fn next_key_path(key_file: &Path) -> PathBuf {
     let mut name = key_file.as_os_str().to_owned();
     name.push(".next");
     PathBuf::from(name)
+}
+
+/// Refuses a key file that outlives its database's secrets: that means the database was
+/// emptied, truncated or replaced, not that this is a new installation, and starting as one
+/// would mint a new admin token and orphan every secret sealed before. Runs before the
+/// migrations, so that a refused database is left as it was.
+pub(crate) async fn refuse_key_without_database(
+    db: &Db,
+    source: &MasterKeySource,
+    allowed: bool,
+    described: &str,
+) -> Result<()> {
+    let MasterKeySource::File(path) = source else { return Ok(()) };
+    if allowed || !(path.exists() || next_key_path(path).exists()) {
+        return Ok(());
+    }
+    // A database without the table at all is as empty as one without the row.
+    let check: Option<String> = on_pool!(db, |pool| {
+        sqlx::query_scalar("SELECT value FROM installation_settings WHERE key = $1")
+            .bind(CHECK_KEY)
+            .fetch_optional(pool)
+            .await
+    })
+    .unwrap_or(None);
+    if check.is_none() {
+        return Err(
+            VaultError::KeyWithoutDatabase { key_file: path.to_path_buf(), database: described.to_owned() }.into()
+        );
+    }
+    Ok(())
 }
 
 /// Resolves the master key against the database's check value and returns the vault.

@@ -114,6 +114,36 @@ fn a_database_url_with_an_unknown_scheme_is_refused() {
 }
 
 #[test]
+fn an_emptied_database_next_to_its_key_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let in_dir = || {
+        let mut c = crmhub();
+        c.env("CRMHUB_DATA_DIR", dir.path());
+        c
+    };
+    assert!(run(in_dir().args(["tenant", "create", "--slug", "acme", "--name", "Acme"])).status.success());
+    let database = dir.path().join("crmhub.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.path().join(format!("crmhub.db{suffix}"));
+        if path.exists() {
+            std::fs::write(&path, b"").unwrap();
+        }
+    }
+    let refused = run(in_dir().args(["tenant", "list"]));
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    let key = dir.path().join("master.key");
+    assert!(err.contains(&key.display().to_string()) && err.contains(&database.display().to_string()), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    // Nothing was initialised: asked again, it still refuses.
+    assert!(!run(in_dir().args(["tenant", "list"])).status.success(), "the refusal holds");
+
+    // Told to, it starts a new installation with the existing key.
+    let output = run(in_dir().env("CRMHUB_VAULT__ALLOW_NEW_DATABASE", "true").args(["tenant", "list"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
 fn a_wrong_master_key_is_refused_and_nothing_is_overwritten() {
     let dir = TempDir::new().unwrap();
     let key_a = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
