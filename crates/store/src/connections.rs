@@ -189,60 +189,42 @@ impl Connections<'_> {
         row.ok_or(StoreError::NotFound { entity: "connection" })?.try_into()
     }
 
+    /// Changes only the given columns, in one statement: two concurrent updates of different
+    /// columns both land (a read-modify-write in Rust would lose one of them).
     pub async fn update(&self, id: ConnectionId, update: ConnectionUpdate) -> Result<Connection> {
-        let mut connection = self.get(id).await?;
-        if let Some(name) = update.name {
-            connection.name = name;
-        }
-        if let Some(host) = update.host {
-            connection.host = host;
-        }
-        if let Some(fields) = update.fields {
-            connection.fields = fields;
-        }
-        if let Some(version) = update.template_version {
-            connection.template_version = Some(version);
-        }
-        if let Some(details) = update.details {
-            connection.details = details;
-        }
-        if let Some(status) = update.status {
-            connection.status = status;
-            if status == ConnectionStatus::Active {
-                connection.last_error = None;
-            }
-        }
-        connection.updated_at = self.store.now();
-        let fields = Value::Object(connection.fields.clone()).to_string();
-        let details = Value::Object(connection.details.clone()).to_string();
+        let fields = update.fields.map(|f| Value::Object(f).to_string());
+        let details = update.details.map(|d| Value::Object(d).to_string());
+        let name = update.name.as_ref().map(|n| n.as_str().to_owned());
         let done = on_pool!(&self.store.db, |pool| {
             sqlx::query(
-                "UPDATE connections SET name = $3, host = $4, fields = $5, status = $6, last_error = $7, updated_at = $8, \
-                 template_version = $9, details = $10 WHERE tenant_id = $1 AND id = $2",
+                "UPDATE connections SET name = COALESCE($3, name), host = COALESCE($4, host), \
+                 fields = COALESCE($5, fields), status = COALESCE($6, status), \
+                 last_error = CASE WHEN $6 = 'active' THEN NULL ELSE last_error END, updated_at = $7, \
+                 template_version = COALESCE($8, template_version), details = COALESCE($9, details) \
+                 WHERE tenant_id = $1 AND id = $2",
             )
             .bind(self.tenant.to_string())
             .bind(id.to_string())
-            .bind(connection.name.as_str())
-            .bind(connection.host.as_str())
-            .bind(&fields)
-            .bind(connection.status.as_str())
-            .bind(connection.last_error.as_deref())
-            .bind(connection.updated_at)
-            .bind(connection.template_version.map(i64::from))
-            .bind(&details)
+            .bind(name.as_deref())
+            .bind(update.host.as_ref().map(|h| h.as_str().to_owned()))
+            .bind(fields.as_deref())
+            .bind(update.status.map(|s| s.as_str()))
+            .bind(self.store.now())
+            .bind(update.template_version.map(i64::from))
+            .bind(details.as_deref())
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })
         .map_err(|e| {
             on_unique(e, "name", || {
-                format!("this tenant already has a connection named {:?}", connection.name.as_str())
+                format!("this tenant already has a connection named {:?}", name.as_deref().unwrap_or_default())
             })
         })?;
         if done == 0 {
             return Err(StoreError::NotFound { entity: "connection" });
         }
-        Ok(connection)
+        self.get(id).await
     }
 
     /// Deletes the connection and its request log.

@@ -137,34 +137,34 @@ impl Tenants<'_> {
         self.find_by_slug(slug).await?.ok_or(StoreError::NotFound { entity: "tenant" })
     }
 
+    /// Changes only the given columns, in one statement: two concurrent updates of different
+    /// columns both land (a read-modify-write in Rust would lose one of them).
     pub async fn update(&self, id: TenantId, update: TenantUpdate) -> Result<Tenant> {
-        let mut tenant = self.get(id).await?;
-        if let Some(name) = update.name {
-            tenant.name = name;
-        }
-        if let Some(region) = update.phone_region {
-            tenant.phone_region = region;
-        }
-        if let Some(settings) = update.settings {
-            tenant.settings = settings;
-        }
-        tenant.updated_at = self.store.now();
-        let settings = Value::Object(tenant.settings.clone()).to_string();
+        let settings = update.settings.map(|s| Value::Object(s).to_string());
+        let (set_region, region) = match update.phone_region {
+            Some(region) => (true, region.map(|r| r.to_string())),
+            None => (false, None),
+        };
         let done = on_pool!(&self.store.db, |pool| {
-            sqlx::query("UPDATE tenants SET name = $2, phone_region = $3, settings = $4, updated_at = $5 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(tenant.name.as_str())
-                .bind(tenant.phone_region.map(|r| r.to_string()))
-                .bind(&settings)
-                .bind(tenant.updated_at)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+            sqlx::query(
+                "UPDATE tenants SET name = COALESCE($2, name), \
+                 phone_region = CASE WHEN $3 THEN $4 ELSE phone_region END, \
+                 settings = COALESCE($5, settings), updated_at = $6 WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .bind(update.name.as_ref().map(|n| n.as_str().to_owned()))
+            .bind(set_region)
+            .bind(region)
+            .bind(settings)
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         if done == 0 {
             return Err(StoreError::NotFound { entity: "tenant" });
         }
-        Ok(tenant)
+        self.get(id).await
     }
 
     /// Deletes the tenant and, by cascade, everything it owns.

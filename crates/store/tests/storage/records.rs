@@ -23,7 +23,41 @@ on_both_backends!(
     tenant_secrets_rotate_with_grace,
     request_log_keeps_newest_and_prunes,
     readiness_reports_migrations,
+    concurrent_updates_of_different_columns_both_land,
 );
+
+/// Two PATCHes racing (one renames, one changes another column) must both take effect.
+async fn concurrent_updates_of_different_columns_both_land(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let acme = tenant(&store, "acme").await;
+    let main = connection(&store, &acme, "Main", "k1").await;
+    for round in 0..20 {
+        let name = TenantName::parse(&format!("Acme {round}")).unwrap();
+        let region = PhoneRegion::parse(if round % 2 == 0 { "VN" } else { "GB" }).unwrap();
+        let tenants = store.tenants();
+        let (a, b) = tokio::join!(
+            tenants.update(acme.id, TenantUpdate { name: Some(name.clone()), ..Default::default() }),
+            tenants.update(acme.id, TenantUpdate { phone_region: Some(Some(region)), ..Default::default() }),
+        );
+        a.unwrap();
+        b.unwrap();
+        let now = store.tenants().get(acme.id).await.unwrap();
+        assert_eq!((now.name, now.phone_region), (name, Some(region)), "round {round}");
+
+        let renamed = ConnectionName::parse(&format!("Main {round}")).unwrap();
+        let host = Host::parse(&format!("https://crm{round}.example.com")).unwrap();
+        let connections = store.connections(acme.id);
+        let (a, b) = tokio::join!(
+            connections.update(main.id, ConnectionUpdate { name: Some(renamed.clone()), ..Default::default() }),
+            connections.update(main.id, ConnectionUpdate { host: Some(host.clone()), ..Default::default() }),
+        );
+        a.unwrap();
+        b.unwrap();
+        let now = connections.get(main.id).await.unwrap();
+        assert_eq!((now.name, now.host), (renamed, host), "round {round}");
+    }
+}
 
 async fn tenants_round_trip(which: Which) {
     let db = TestDb::new(which).await;
