@@ -382,16 +382,15 @@ impl TemplateConnector {
             return Ok(out);
         };
         for index in 0..pagination.max_pages {
-            let page = pagination.start.saturating_add(index.saturating_mul(pagination.step));
-            let body = self.call(endpoint, inputs, Some(page)).await?;
+            let body = self.call(endpoint, inputs, Some(pagination.page(index))).await?;
             let batch = array_at(records, &body, &endpoint.name)?;
-            let empty = batch.is_empty();
+            let last = batch.is_empty() || pagination.is_short(batch.len());
             out.extend(batch.into_iter().filter(|r| keep(r)));
             let more = match &pagination.has_more {
                 Some(pointer) => pointer.text(&body).as_deref() == Some("true"),
-                None => !empty,
+                None => true,
             };
-            if out.len() >= want || !more || empty {
+            if out.len() >= want || !more || last {
                 break;
             }
         }
@@ -454,7 +453,8 @@ impl TemplateConnector {
         if endpoint.kind == EndpointKind::Auth {
             return Err(CrmError::validation("endpoint", "auth endpoints run only as part of the auth chain"));
         }
-        self.call(endpoint, inputs, None).await
+        // A paginated endpoint run by name reads its first page: `{{page}}` is `start`.
+        self.call(endpoint, inputs, endpoint.pagination.as_ref().map(|p| p.start)).await
     }
 }
 
@@ -792,23 +792,23 @@ impl Crm for TemplateConnector {
         let endpoint = self.require(Trigger::ContactChanges, Capability::ListChanges)?;
         let since = since.map_or_else(|| "0".to_owned(), |c| c.0.clone());
         let inputs = Inputs::from([("since".to_owned(), since.clone())]);
-        let (start, step, max_pages, has_more) = match &endpoint.pagination {
-            Some(p) => (p.start, p.step, p.max_pages, p.has_more.as_ref()),
-            None => (1, 1, 1, None),
-        };
+        let single = super::model::Pagination { start: 1, step: 1, max_pages: 1, has_more: None, page_size: None };
+        let pagination = endpoint.pagination.as_ref().unwrap_or(&single);
         // A `since` cursor only moves once every page of it was read: the CRM's next cursor
         // covers all pages, not the one just read.
         let mut records = Vec::new();
         let mut next = None;
         let mut more = false;
-        for index in 0..max_pages {
-            let body = self.call(endpoint, &inputs, Some(start.saturating_add(index.saturating_mul(step)))).await?;
+        for index in 0..pagination.max_pages {
+            let body = self.call(endpoint, &inputs, Some(pagination.page(index))).await?;
             let batch = match &endpoint.response.records {
                 Some(pointer) => array_at(pointer, &body, &endpoint.name)?,
                 None => Vec::new(),
             };
             next = endpoint.response.next.as_ref().and_then(|p| p.text(&body)).or(next);
-            more = has_more.and_then(|p| p.text(&body)).as_deref() == Some("true") && !batch.is_empty();
+            more = pagination.has_more.as_ref().and_then(|p| p.text(&body)).as_deref() == Some("true")
+                && !batch.is_empty()
+                && !pagination.is_short(batch.len());
             records.extend(batch);
             if !more {
                 break;

@@ -307,6 +307,21 @@ pub struct Pagination {
     pub step: u32,
     pub max_pages: u32,
     pub has_more: Option<Pointer>,
+    /// The most records a page holds: a shorter page is the last, so reading stops without
+    /// asking for the (empty) page after it.
+    pub page_size: Option<u32>,
+}
+
+impl Pagination {
+    /// `{{page}}` of the `index`-th request (0 first).
+    pub fn page(&self, index: u32) -> u32 {
+        self.start.saturating_add(index.saturating_mul(self.step))
+    }
+
+    /// Whether a page of `len` records is shorter than a full page.
+    pub fn is_short(&self, len: usize) -> bool {
+        self.page_size.is_some_and(|size| len < size as usize)
+    }
 }
 
 #[derive(Debug, Clone, Default)]

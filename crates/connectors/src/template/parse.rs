@@ -726,7 +726,7 @@ impl Reader<'_> {
     }
 
     fn pagination(&mut self, value: &Value, path: &str) -> Option<Pagination> {
-        let map = self.object(value, path, &["start", "step", "max_pages", "has_more"])?;
+        let map = self.object(value, path, &["start", "step", "max_pages", "has_more", "page_size"])?;
         let start = self.number(map, "start", path).unwrap_or(1);
         let step = self.number(map, "step", path).unwrap_or(1);
         if step == 0 || step > 100_000 {
@@ -736,11 +736,16 @@ impl Reader<'_> {
         if max_pages == 0 || max_pages > 1000 {
             self.error(join(path, "max_pages"), "must be between 1 and 1000");
         }
+        let page_size = self.number(map, "page_size", path);
+        if page_size.is_some_and(|n| n == 0 || n > 100_000) {
+            self.error(join(path, "page_size"), "must be between 1 and 100000");
+        }
         Some(Pagination {
             start: u32::try_from(start).unwrap_or(1),
             step: u32::try_from(step.clamp(1, 100_000)).unwrap_or(1),
             max_pages: u32::try_from(max_pages.clamp(1, 1000)).unwrap_or(20),
             has_more: self.pointer(map.get("has_more"), &join(path, "has_more")),
+            page_size: page_size.and_then(|n| u32::try_from(n.clamp(1, 100_000)).ok()),
         })
     }
 

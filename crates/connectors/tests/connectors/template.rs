@@ -11,6 +11,7 @@ use crmhub_connectors::http::{
 };
 use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnector};
 use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, Crm, CrmError};
+use crmhub_core::phone::PhoneNumber;
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
@@ -138,6 +139,37 @@ async fn the_vtiger_template_revises_call_logs_and_runs_registered_operations() 
         "auth steps are not callable"
     );
     assert!(matches!(crm.invoke("nope", &inputs).await, Err(CrmError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn a_short_page_is_the_last_one_read() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Only"), ("lastname", "One"), ("mobile", "0912 345 678")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let phone = PhoneNumber::parse("+84912345678", None).unwrap();
+    assert_eq!(crm.find_by_phone(&phone).await.unwrap().len(), 1);
+    assert_eq!(sim.operation_count("query"), 1, "one page of fewer than 100 rows is the whole answer");
+    for i in 0..149 {
+        sim.insert_record(
+            "Contacts",
+            [("firstname", "Many"), ("lastname", &format!("Same{i}")), ("mobile", "0912345678")],
+        );
+    }
+    assert_eq!(crm.find_by_phone(&phone).await.unwrap().len(), 150);
+    assert_eq!(sim.operation_count("query"), 3, "a full page of 100, then a short one of 50");
+}
+
+#[tokio::test]
+async fn a_paginated_endpoint_run_by_name_reads_its_first_page() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let red = sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let inputs = BTreeMap::from([("query".to_owned(), "red".to_owned())]);
+    let answer = crm.invoke("search", &inputs).await.unwrap();
+    let ids: Vec<&str> = answer["result"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, [red.as_str()], "{answer}");
 }
 
 #[tokio::test]
