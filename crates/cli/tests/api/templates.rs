@@ -242,3 +242,28 @@ fn the_cli_checks_a_template_file() {
     assert!(listed.contains("name: must be lowercase"), "{listed}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("2 problem(s)"));
 }
+
+#[test]
+fn the_cli_warns_about_vtql_that_groups_conditions() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let check = |name: &str, source: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, source).unwrap();
+        let output =
+            crmhub().env("CRMHUB_DATA_DIR", dir.path()).args(["template", "check"]).arg(&file).output().unwrap();
+        assert!(output.status.success(), "warnings do not fail the check: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shipped = check("vtiger.yaml", include_str!("../../../../templates/vtiger.yaml"));
+    assert!(!shipped.contains("warning"), "{shipped}");
+    let grouped = TINY.replace(
+        "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+        "      - name: q\n        kind: query\n        dialect: vtql\n        value: \"SELECT count(*) FROM Contacts WHERE (lastname LIKE {{input.query | vtql_like}} OR id IN ('12x1')) AND email = '(a)';\"",
+    );
+    let listed = check("grouped.yaml", &grouped);
+    assert_eq!(listed.matches("warning").count(), 1, "{listed}");
+    assert!(
+        listed.contains("warning: endpoints[0]: parameter \"q\" (search): VTQL has no grouping parentheses"),
+        "{listed}"
+    );
+}

@@ -297,6 +297,15 @@ pub struct Param {
     pub optional: bool,
     /// Where a JSON-encoded form field or string goes: `element` holds `json` as a string.
     pub as_json_string: bool,
+    /// The query language the value is written in, so that `template check` can warn about
+    /// what the CRM will refuse.
+    pub dialect: Option<Dialect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Vtiger's VTQL: flat conditions, a mandatory trailing `;`.
+    Vtql,
 }
 
 #[derive(Debug, Clone)]

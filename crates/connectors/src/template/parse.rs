@@ -605,7 +605,8 @@ impl Reader<'_> {
     }
 
     fn param(&mut self, value: &Value, path: &str, hard: bool) -> Option<Param> {
-        let allowed = ["name", "kind", "value", "json", "of", "separator", "in", "type", "optional", "json_string"];
+        let allowed =
+            ["name", "kind", "value", "json", "of", "separator", "in", "type", "optional", "json_string", "dialect"];
         let map = self.object(value, path, &allowed)?;
         let name = self.string(map, "name", path, true)?;
         let kind = self.choice(
@@ -684,6 +685,10 @@ impl Reader<'_> {
         {
             self.error(join(path, "name"), format!("{name:?} is not a valid header name"));
         }
+        let dialect = self.choice(map, "dialect", path, &[("vtql", Dialect::Vtql)], "dialect");
+        if dialect.is_some() && !matches!(value, ParamValue::Expr(_)) {
+            self.error(join(path, "dialect"), "belongs to parameters with a text \"value\"");
+        }
         Some(Param {
             name,
             placement,
@@ -691,6 +696,7 @@ impl Reader<'_> {
             value_type,
             optional: self.boolean(map, "optional", path),
             as_json_string: self.boolean(map, "json_string", path),
+            dialect,
         })
     }
 

@@ -40,6 +40,26 @@ fn shipped_templates_parse() {
 }
 
 #[test]
+fn vtql_parameters_that_group_conditions_are_warned_about() {
+    let vtiger = check(include_str!("../../../../templates/vtiger.yaml")).unwrap();
+    assert_eq!(warnings(&vtiger), [], "the shipped Vtiger template writes flat VTQL");
+    let grouped = MINIMAL.replace(
+        "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+        "      - name: q\n        kind: query\n        dialect: vtql\n        value: \"SELECT * FROM Contacts WHERE (lastname LIKE {{input.query | vtql_like}}) OR id IN ('12x1');\"",
+    );
+    let listed: Vec<String> = warnings(&check(&grouped).unwrap()).iter().map(ToString::to_string).collect();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert!(
+        listed[0].starts_with("endpoints[0]: parameter \"q\" (search): VTQL has no grouping parentheses"),
+        "{listed:#?}"
+    );
+    let undeclared = grouped.replace("        dialect: vtql\n", "");
+    assert_eq!(warnings(&check(&undeclared).unwrap()), [], "only declared VTQL is read as VTQL");
+    let errors = check(&grouped.replace("dialect: vtql", "dialect: sql")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("unknown dialect \"sql\"; expected one of vtql")), "{errors:#?}");
+}
+
+#[test]
 fn json_templates_parse_too() {
     let yaml: serde_json::Value = serde_saphyr::from_str(MINIMAL).unwrap();
     check(&yaml.to_string()).unwrap();
