@@ -187,15 +187,15 @@ async fn template_connections_work_end_to_end() {
         "fields": {"username": "admin"}, "credentials": {"access_key": "vt-key"}}),
         )
         .await;
-    let translated = app
+    let described = app
         .admin_send(
             Method::POST,
-            &format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/translate"),
-            &json!({"strings": "[\"SINGLE_Contacts\"]", "language": "ru_ru", "module": "Contacts"}),
+            &format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/describe"),
+            &json!({"module": "Contacts"}),
         )
         .await;
-    assert_eq!(translated.status(), 200);
-    assert_eq!(translated.json::<Value>().await.unwrap()["result"]["result"]["SINGLE_Contacts"], "Контакт");
+    assert_eq!(described.status(), 200);
+    assert_eq!(described.json::<Value>().await.unwrap()["result"]["result"]["idPrefix"], "12");
 
     let sms_id = app
         .create_connection(
