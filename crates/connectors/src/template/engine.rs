@@ -148,8 +148,13 @@ impl TemplateConnector {
             hasher.update(format!("{k}={v}\0").as_bytes());
         }
         let account = format!("template:{}:{}", template.name, host.as_str());
-        let auth_key =
-            AuthKey { lock: account.clone(), state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
+        let remote_account = match template.auth.as_ref().and_then(|a| a.account.as_ref()) {
+            Some(expr) => expr.render(&FieldScope(&values)).map_err(|e| CrmError::validation("auth.account", e))?,
+            None => String::new(),
+        };
+        let lock =
+            if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
+        let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
         let connection_key = match ctx.owner {
             Some((tenant, connection)) => format!("template-state:{tenant}:{connection}"),
             None => format!("template-state:{account}"),
@@ -494,6 +499,18 @@ fn array_at(pointer: &Pointer, body: &Value, endpoint: &str) -> Result<Vec<Value
 
 fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The connection's field values alone, for what is known before any call (`auth.account`).
+struct FieldScope<'a>(&'a BTreeMap<String, String>);
+
+impl Scope for FieldScope<'_> {
+    fn lookup(&self, source: &Source) -> Option<String> {
+        match source {
+            Source::Field(name) => self.0.get(name).cloned(),
+            _ => None,
+        }
+    }
 }
 
 struct CallScope<'a> {

@@ -55,6 +55,10 @@ pub struct AuthDef {
     /// Seconds the token lives, as a number or from a step output.
     pub expires_in: Option<Expr>,
     pub expired_when: ExpiredWhen,
+    /// The remote account logging in (`{{field.username}}`): logins are serialised per
+    /// (host, account) across every connector kind, because CRMs such as Vtiger keep one
+    /// challenge per user. Without it, logins are serialised per template and host.
+    pub account: Option<Expr>,
 }
 
 /// How a response says the token is no longer valid.

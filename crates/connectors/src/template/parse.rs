@@ -309,7 +309,8 @@ impl Reader<'_> {
     }
 
     fn auth(&mut self, value: &Value, path: &str) -> Option<AuthDef> {
-        let map = self.object(value, path, &["endpoint", "token", "expires_in", "lifetime_secs", "expired_when"])?;
+        let map =
+            self.object(value, path, &["endpoint", "token", "expires_in", "lifetime_secs", "expired_when", "account"])?;
         let endpoint = self.string(map, "endpoint", path, true)?;
         let token_raw = self.string(map, "token", path, true)?;
         let token = self.expr(&token_raw, &join(path, "token"))?;
@@ -331,7 +332,8 @@ impl Reader<'_> {
                 expired_when.body = w.get("body").and_then(|b| self.body_match(b, &join(&wpath, "body")));
             }
         }
-        Some(AuthDef { endpoint, token, expires_in, expired_when })
+        let account = self.string(map, "account", path, false).and_then(|raw| self.expr(&raw, &join(path, "account")));
+        Some(AuthDef { endpoint, token, expires_in, expired_when, account })
     }
 
     fn errors_map(&mut self, value: &Value, path: &str) -> ErrorMap {
@@ -789,6 +791,14 @@ impl Reader<'_> {
         }
 
         if let Some(auth) = &t.auth {
+            // The account names a lock key kept in the shared store: connection fields only,
+            // never a secret.
+            for r in auth.account.iter().flat_map(|e| e.references()) {
+                match &r.source {
+                    Source::Field(_) => self.check_field_reference("auth.account", &r.source, &field_names),
+                    other => self.error("auth.account", format!("cannot use {{{{{other}}}}} here; use field values")),
+                }
+            }
             match endpoints.get(auth.endpoint.as_str()) {
                 None => self.error("auth.endpoint", format!("references undefined endpoint {:?}", auth.endpoint)),
                 Some((_, e)) if e.kind != EndpointKind::Auth => {

@@ -145,6 +145,29 @@ fn auth_chain_cycles_are_refused() {
 }
 
 #[test]
+fn the_login_account_comes_from_fields_only() {
+    let source = CHAIN
+        .replace("    after: login\n", "")
+        .replace("fields: [{ name: key, secret: true }]", "fields: [{ name: key, secret: true }, { name: user }]");
+    check(&source.replace(
+        "token: \"{{steps.login.session}}\"",
+        "token: \"{{steps.login.session}}\", account: \"{{field.user}}\"",
+    ))
+    .unwrap();
+    for (account, error) in [
+        ("{{credential.key}}", "auth.account: cannot use {{credential.key}} here; use field values"),
+        ("{{field.usr}}", "auth.account: references undefined field \"usr\""),
+    ] {
+        let errors = check(&source.replace(
+            "token: \"{{steps.login.session}}\"",
+            &format!("token: \"{{{{steps.login.session}}}}\", account: \"{account}\""),
+        ))
+        .unwrap_err();
+        assert!(errors.contains(&error.to_owned()), "{errors:#?}");
+    }
+}
+
+#[test]
 fn outputs_must_exist_and_run_first() {
     let source = CHAIN.replace("    after: login\n", "");
     let errors = check(&source.replace("{{steps.challenge.token}}", "{{steps.challenge.nonce}}")).unwrap_err();

@@ -10,10 +10,11 @@ use crmhub_connectors::http::{
     AddressPolicy, CallContext, HttpClient, Lane, OutboundMetrics, OutboundPolicy, RateSpec,
 };
 use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnector};
+use crmhub_connectors::{ConnectionSpec, Connectors};
 use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, Crm, CrmError};
 use crmhub_core::phone::PhoneNumber;
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
-use crmhub_core::{ConnectionId, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
+use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
 use serde_json::{Map, json};
 
@@ -179,6 +180,39 @@ async fn the_shipped_run_by_name_example_works_on_a_stock_install() {
         (described["result"]["name"].as_str(), described["result"]["idPrefix"].as_str()),
         (Some("Contacts"), Some("12"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_and_template_connections_for_one_user_share_the_login_lock() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
+    let connectors = Connectors::new(http(Arc::default()), SharedAuth::new(Arc::new(MemoryAuthState::default())));
+    let host = Host::parse(&sim.base_url()).unwrap();
+    let fields = json!({"username": "admin"});
+    let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+    let template = load(VTIGER);
+    let spec = |kind, template| ConnectionSpec {
+        tenant: TenantId::new(),
+        id: ConnectionId::new(),
+        kind,
+        host: &host,
+        fields: fields.as_object().unwrap(),
+        credentials: &credentials,
+        region: None,
+        template,
+    };
+    let native = connectors.crm(spec(&ConnectorKind::Vtiger, None), Lane::Interactive).unwrap();
+    let kind = ConnectorKind::Template("vtiger".into());
+    let templated = connectors.crm(spec(&kind, Some((&template, 1))), Lane::Interactive).unwrap();
+    for round in 0..20 {
+        sim.invalidate_sessions();
+        // Each side's re-login asks for a challenge; Vtiger keeps one per user, so a login
+        // interleaved with the other side's challenge would be refused.
+        let searches = (0..3).flat_map(|_| [native.search_contacts("red", 5), templated.search_contacts("red", 5)]);
+        for result in futures_util::future::join_all(searches).await {
+            assert_eq!(result.map(|r| r.len()), Ok(1), "round {round}");
+        }
+    }
 }
 
 #[tokio::test]
