@@ -196,6 +196,18 @@ async fn template_connections_work_end_to_end() {
         .await;
     assert_eq!(described.status(), 200);
     assert_eq!(described.json::<Value>().await.unwrap()["result"]["result"]["idPrefix"], "12");
+    // By name, a triggered endpoint keeps its trigger's rules.
+    let run = |endpoint: &str, inputs: Value| {
+        let path = format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/{endpoint}");
+        let app = &app;
+        async move { app.admin_send(Method::POST, &path, &inputs).await }
+    };
+    let refused = run("create-contact", json!({"last_name": "Mail", "email": "not-an-email"})).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(error_of(refused).await.2.as_deref(), Some("email"));
+    let missing = run("add-note", json!({"contact_id": "12x999", "body": "orphan?"})).await;
+    assert_eq!(missing.status(), 404);
+    assert!(vtiger.records("Contacts").is_empty() && vtiger.records("ModComments").is_empty());
 
     let sms_id = app
         .create_connection(

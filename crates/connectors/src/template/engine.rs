@@ -458,8 +458,67 @@ impl TemplateConnector {
         if endpoint.kind == EndpointKind::Auth {
             return Err(CrmError::validation("endpoint", "auth endpoints run only as part of the auth chain"));
         }
+        if let Some(trigger) = endpoint.trigger {
+            self.admit(trigger, inputs).await?;
+        }
         // A paginated endpoint run by name reads its first page: `{{page}}` is `start`.
         self.call(endpoint, inputs, endpoint.pagination.as_ref().map(|p| p.start)).await
+    }
+}
+
+impl TemplateConnector {
+    /// The rules crmhub applies before a trigger's endpoint runs, whether through its
+    /// capability or by name: values first (no request is spent on a value refused anyway),
+    /// then the records they refer to, so that nothing is written against a missing one.
+    async fn admit(&self, trigger: Trigger, inputs: &Inputs) -> Result<(), CrmError> {
+        let input = |name: &str| inputs.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        match trigger {
+            Trigger::ContactCreate => NewContact {
+                first_name: input("first_name").map(str::to_owned),
+                last_name: input("last_name").unwrap_or_default().to_owned(),
+                email: input("email").map(str::to_owned),
+                ..Default::default()
+            }
+            .validate(),
+            Trigger::NoteCreate => {
+                let contact = input("contact_id").ok_or_else(|| CrmError::validation("contact_id", "is required"))?;
+                if input("body").is_none() {
+                    return Err(CrmError::validation("body", "must not be empty"));
+                }
+                self.contact_exists(contact).await
+            }
+            Trigger::TicketCreate => {
+                if input("title").is_none() {
+                    return Err(CrmError::validation("title", "must not be empty"));
+                }
+                match input("contact_id") {
+                    Some(contact) => self.contact_exists(contact).await,
+                    None => Ok(()),
+                }
+            }
+            // One log per call id rests on what crmhub remembers from the call channel; a log
+            // made by name would bypass it.
+            Trigger::CallLogCreate | Trigger::CallLogComplete => Err(CrmError::validation(
+                "endpoint",
+                "call logs are written only by the call channel, which keeps one log per call id",
+            )),
+            Trigger::SmsSend => {
+                let to = input("to").and_then(|to| PhoneNumber::parse(to, None).ok()).filter(|p| p.e164().is_some());
+                if to.is_none() {
+                    return Err(CrmError::validation("to", "an SMS needs an internationally dialable number"));
+                }
+                if input("text").is_none() {
+                    return Err(CrmError::validation("text", "must not be empty"));
+                }
+                Ok(())
+            }
+            Trigger::ConnectionCheck
+            | Trigger::ContactSearch
+            | Trigger::ContactFindByPhone
+            | Trigger::ContactGet
+            | Trigger::ContactActivities
+            | Trigger::ContactChanges => Ok(()),
+        }
     }
 }
 
@@ -771,24 +830,15 @@ impl Crm for TemplateConnector {
 
     async fn add_note(&self, note: &NewNote) -> Result<String, CrmError> {
         let endpoint = self.require(Trigger::NoteCreate, Capability::AddNote)?;
-        if note.body.trim().is_empty() {
-            return Err(CrmError::validation("body", "must not be empty"));
-        }
-        self.contact_exists(&note.contact_id).await?;
         let inputs =
             Inputs::from([("contact_id".to_owned(), note.contact_id.clone()), ("body".to_owned(), note.body.clone())]);
+        self.admit(Trigger::NoteCreate, &inputs).await?;
         let body = self.call(endpoint, &inputs, None).await?;
         self.created_id(endpoint, &body)
     }
 
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<String, CrmError> {
         let endpoint = self.require(Trigger::TicketCreate, Capability::CreateTicket)?;
-        if ticket.title.trim().is_empty() {
-            return Err(CrmError::validation("title", "must not be empty"));
-        }
-        if let Some(contact) = &ticket.contact_id {
-            self.contact_exists(contact).await?;
-        }
         let priority = match ticket.priority.unwrap_or(TicketPriority::Normal) {
             TicketPriority::Low => "low",
             TicketPriority::Normal => "normal",
@@ -801,6 +851,7 @@ impl Crm for TemplateConnector {
             ("description".to_owned(), ticket.description.clone().unwrap_or_default()),
             ("priority".to_owned(), priority.to_owned()),
         ]);
+        self.admit(Trigger::TicketCreate, &inputs).await?;
         let body = self.call(endpoint, &inputs, None).await?;
         self.created_id(endpoint, &body)
     }

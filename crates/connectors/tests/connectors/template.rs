@@ -216,6 +216,37 @@ async fn native_and_template_connections_for_one_user_share_the_login_lock() {
 }
 
 #[tokio::test]
+async fn a_triggered_endpoint_run_by_name_keeps_its_trigger_rules() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let gone = sim.insert_record("Contacts", [("firstname", "Gone"), ("lastname", "Soon")]);
+    sim.delete_record(&gone);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let inputs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let err = crm.invoke("create-contact", &inputs(&[("last_name", "Mail"), ("email", "not-an-email")])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "email"), "{err:?}");
+    let err = crm.invoke("create-contact", &inputs(&[("first_name", "No")])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "last_name"), "{err:?}");
+    assert_eq!(sim.records("Contacts").len(), 0, "nothing was created");
+
+    let err = crm.invoke("add-note", &inputs(&[("contact_id", &gone), ("body", "orphan?")])).await;
+    assert!(matches!(err, Err(CrmError::NotFound { .. })), "{err:?}");
+    let err = crm.invoke("create-ticket", &inputs(&[("contact_id", &gone), ("title", "orphan?")])).await;
+    assert!(matches!(err, Err(CrmError::NotFound { .. })), "{err:?}");
+    let err = crm.invoke("log-call", &inputs(&[("call_id", "c1"), ("contact_id", &gone)])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "endpoint"), "{err:?}");
+    assert!(
+        sim.records("ModComments").is_empty() && sim.records("HelpDesk").is_empty() && sim.records("Events").is_empty()
+    );
+
+    let alive = sim.insert_record("Contacts", [("firstname", "Still"), ("lastname", "Here")]);
+    let created = crm.invoke("add-note", &inputs(&[("contact_id", &alive), ("body", "by name")])).await.unwrap();
+    assert_eq!(sim.record(created["result"]["id"].as_str().unwrap()).unwrap()["related_to"], alive);
+}
+
+#[tokio::test]
 async fn a_wrong_access_key_is_an_auth_failure() {
     let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
     let crm = connector(
