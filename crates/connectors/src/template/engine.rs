@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::expr::{Scope, Source};
-use super::model::{Endpoint, EndpointKind, Template, Trigger};
+use super::model::{Endpoint, EndpointKind, Lookup, Template, Trigger};
 use super::parse::chain_of;
 use super::pointer::{Pointer, as_text};
 use super::request::build;
@@ -50,6 +50,8 @@ pub struct TemplateConnector {
     connection_key: String,
     region: Option<PhoneRegion>,
     capabilities: Vec<Capability>,
+    /// `contact.id_prefix`, rendered from the connection's fields.
+    contact_id_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for TemplateConnector {
@@ -159,6 +161,13 @@ impl TemplateConnector {
             Some((tenant, connection)) => format!("template-state:{tenant}:{connection}"),
             None => format!("template-state:{account}"),
         };
+        let contact_id_prefix = match &template.contact.id_prefix {
+            Some(expr) => {
+                Some(expr.render(&FieldScope(&values)).map_err(|e| CrmError::validation("contact.id_prefix", e))?)
+            }
+            None => None,
+        }
+        .filter(|p| !p.is_empty());
         let capabilities = capabilities_of(&template);
         let ctx = ctx.redacting(credentials.values().cloned());
         Ok(Self {
@@ -175,6 +184,7 @@ impl TemplateConnector {
             connection_key,
             region,
             capabilities,
+            contact_id_prefix,
         })
     }
 
@@ -425,7 +435,18 @@ impl TemplateConnector {
         if name.is_empty() { "(no name)".into() } else { name }
     }
 
+    /// An id that cannot be a contact's (another module's record) is not found, as a contact.
+    fn contact_id(&self, id: &str) -> Result<(), CrmError> {
+        match &self.contact_id_prefix {
+            Some(prefix) if !id.starts_with(prefix.as_str()) => {
+                Err(CrmError::NotFound { what: format!("contact {id}") })
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn contact_exists(&self, id: &str) -> Result<(), CrmError> {
+        self.contact_id(id)?;
         // A CRM that ignores unknown references would attach the write to nothing.
         if let Some(get) = self.endpoint(Trigger::ContactGet) {
             let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
@@ -444,6 +465,30 @@ impl TemplateConnector {
             .as_ref()
             .and_then(|p| p.text(body))
             .ok_or_else(|| CrmError::Protocol(format!("{} answered without the new record's id", endpoint.name)))
+    }
+
+    /// A card value that lives in another record. A lookup that finds nothing (or may not read
+    /// it: Vtiger's ACCESS_DENIED) leaves the value out; other failures fail the card.
+    async fn look_up(&self, lookup: &Lookup, record: &Value) -> Result<Option<String>, CrmError> {
+        let mut inputs = Inputs::new();
+        for (name, pointer) in &lookup.inputs {
+            let Some(value) = pointer.text(record) else { return Ok(None) };
+            inputs.insert(name.clone(), value);
+        }
+        let endpoint = self
+            .template
+            .endpoints
+            .iter()
+            .find(|e| e.name == lookup.endpoint)
+            .ok_or_else(|| CrmError::Protocol(format!("no endpoint {:?}", lookup.endpoint)))?;
+        match self.call(endpoint, &inputs, endpoint.pagination.as_ref().map(|p| p.start)).await {
+            Ok(body) => {
+                let parts: Vec<String> = lookup.value.iter().filter_map(|p| p.text(&body)).collect();
+                Ok((!parts.is_empty()).then(|| parts.join(" ")))
+            }
+            Err(CrmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs a named endpoint with caller-supplied values (custom operations the template
@@ -512,11 +557,10 @@ impl TemplateConnector {
                 }
                 Ok(())
             }
+            Trigger::ContactGet | Trigger::ContactActivities => self.contact_id(input("id").unwrap_or_default()),
             Trigger::ConnectionCheck
             | Trigger::ContactSearch
             | Trigger::ContactFindByPhone
-            | Trigger::ContactGet
-            | Trigger::ContactActivities
             | Trigger::ContactChanges => Ok(()),
         }
     }
@@ -726,6 +770,7 @@ impl Crm for TemplateConnector {
 
     async fn contact_card(&self, id: &str, options: &CardOptions) -> Result<ContactCard, CrmError> {
         let endpoint = self.require(Trigger::ContactGet, Capability::ContactCard)?;
+        self.contact_id(id)?;
         let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
         let body = self.call(endpoint, &inputs, None).await.map_err(|e| match e {
             CrmError::NotFound { .. } => CrmError::NotFound { what: format!("contact {id}") },
@@ -743,6 +788,22 @@ impl Crm for TemplateConnector {
                 .collect(),
             None => Vec::new(),
         };
+        let card = &self.template.card;
+        let company = match &card.company {
+            Some(lookup) => self.look_up(lookup, &record).await?.or(summary.company),
+            None => summary.company,
+        };
+        let owner = match &card.owner {
+            Some(lookup) => self.look_up(lookup, &record).await?,
+            None => None,
+        }
+        .or_else(|| map.owner.as_ref().and_then(|p| p.text(&record)));
+        let mut figures = Vec::new();
+        for figure in &card.figures {
+            if let Some(value) = self.look_up(&figure.lookup, &record).await? {
+                figures.push(LabeledValue::new(&figure.label, value));
+            }
+        }
         let record_url = map.url.as_ref().and_then(|url| {
             let scope = CallScope { c: self, session: None, steps: None, inputs: &inputs, page: None, now: now_unix() };
             url.render(&scope).ok().filter(|u| u.starts_with("https://") || u.starts_with("http://"))
@@ -755,14 +816,14 @@ impl Crm for TemplateConnector {
             title: map.title.as_ref().and_then(|p| p.text(&record)),
             emails: summary.emails.into_iter().map(|e| LabeledValue::new("Email", e)).collect(),
             phones: summary.phones.into_iter().map(|p| LabeledValue::new("Phone", p)).collect(),
-            company: summary.company,
-            owner: map.owner.as_ref().and_then(|p| p.text(&record)),
+            company,
+            owner,
             extra_fields: map
                 .extra
                 .iter()
                 .filter_map(|(label, p)| p.text(&record).map(|v| LabeledValue::new(label, v)))
                 .collect(),
-            figures: Vec::new(),
+            figures,
             activities,
             record_url,
         })

@@ -6,7 +6,8 @@
 //! `LIKE '%…%'` pattern with wildcards neutralised), `digits_like` (`'%9%1%…%'`), `digits`,
 //! `lower`, `upper`, `trim`, `first_word`, `last_word` (for "First Last" searches over
 //! separate name fields), `title` (`not_held` → `Not Held`: words capitalised, `_` as
-//! spaces, for CRMs whose picklists spell values that way).
+//! spaces, for CRMs whose picklists spell values that way), `trailing_digits` (`12x162` →
+//! `162`: the record number in a module-prefixed id).
 
 use std::fmt;
 
@@ -51,6 +52,7 @@ pub enum Filter {
     FirstWord,
     LastWord,
     Title,
+    TrailingDigits,
 }
 
 impl Filter {
@@ -66,6 +68,7 @@ impl Filter {
             "title" => Self::Title,
             "first_word" => Self::FirstWord,
             "last_word" => Self::LastWord,
+            "trailing_digits" => Self::TrailingDigits,
             _ => return None,
         })
     }
@@ -81,6 +84,10 @@ impl Filter {
             Self::Trim => value.trim().to_owned(),
             Self::FirstWord => value.split_whitespace().next().unwrap_or_default().to_owned(),
             Self::LastWord => value.split_whitespace().last().unwrap_or_default().to_owned(),
+            Self::TrailingDigits => {
+                let digits = value.chars().rev().take_while(char::is_ascii_digit).count();
+                value[value.len() - digits..].to_owned()
+            }
             Self::Title => value
                 .split(['_', ' '])
                 .filter(|w| !w.is_empty())
@@ -241,6 +248,15 @@ mod tests {
         assert!(Expr::parse("{{secret.x}}").unwrap_err().contains("unknown reference"));
         assert!(Expr::parse("{{input.q | shout}}").unwrap_err().contains("unknown filter"));
         assert!(Expr::parse("a }} b").is_err());
+    }
+
+    #[test]
+    fn trailing_digits_are_the_record_number() {
+        let e = Expr::parse("record={{input.id | trailing_digits}}").unwrap();
+        for (id, want) in [("12x162", "record=162"), ("162", "record=162"), ("12x", "record="), ("", "record=")] {
+            let scope = Map(vec![(Source::Input("id".into()), id)]);
+            assert_eq!(e.render(&scope).unwrap(), want, "{id}");
+        }
     }
 
     #[test]

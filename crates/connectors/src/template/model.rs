@@ -31,6 +31,7 @@ pub struct Template {
     pub errors: ErrorMap,
     pub contact: ContactMap,
     pub activity: ActivityMap,
+    pub card: CardMap,
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -102,6 +103,37 @@ pub struct ContactMap {
     /// Label → pointer, shown on cards.
     pub extra: Vec<(String, Pointer)>,
     pub modified_at: Option<Pointer>,
+    /// What every contact id starts with (from field values), for CRMs whose ids name their
+    /// module (Vtiger's `12x…`): another record's id is then not found instead of read as a
+    /// contact.
+    pub id_prefix: Option<Expr>,
+}
+
+/// What a contact card shows that lives in other records: each a lookup through a `get_data`
+/// endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CardMap {
+    pub company: Option<Lookup>,
+    pub owner: Option<Lookup>,
+    pub figures: Vec<Figure>,
+}
+
+/// Calls `endpoint` with inputs taken from the contact record, and reads a value from its
+/// answer.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub endpoint: String,
+    /// Input name → pointer into the contact record; an empty one means there is nothing to
+    /// look up (a contact without an account).
+    pub inputs: Vec<(String, Pointer)>,
+    /// The non-empty values found, joined by spaces (`[/first_name, /last_name]`).
+    pub value: Vec<Pointer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub label: String,
+    pub lookup: Lookup,
 }
 
 #[derive(Debug, Clone, Default)]

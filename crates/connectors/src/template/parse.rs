@@ -221,6 +221,7 @@ impl Reader<'_> {
             "errors",
             "contact",
             "activity",
+            "card",
             "endpoints",
         ];
         let map = self.object(doc, "", &allowed)?;
@@ -243,6 +244,7 @@ impl Reader<'_> {
         let errors = map.get("errors").map(|v| self.errors_map(v, "errors")).unwrap_or_default();
         let contact = map.get("contact").map(|v| self.contact(v, "contact")).unwrap_or_default();
         let activity = map.get("activity").map(|v| self.activity(v, "activity")).unwrap_or_default();
+        let card = map.get("card").map(|v| self.card(v, "card")).unwrap_or_default();
         let endpoints: Vec<Endpoint> =
             self.list(map, "endpoints", "").into_iter().filter_map(|(p, v)| self.endpoint(v, &p)).collect();
         if map.get("endpoints").is_none() {
@@ -260,6 +262,7 @@ impl Reader<'_> {
             errors,
             contact,
             activity,
+            card,
             endpoints,
         })
     }
@@ -368,6 +371,7 @@ impl Reader<'_> {
             "url",
             "extra",
             "modified_at",
+            "id_prefix",
         ];
         let Some(map) = self.object(value, path, &allowed) else { return ContactMap::default() };
         let p = |r: &mut Self, key: &str| r.pointer(map.get(key), &join(path, key));
@@ -398,7 +402,51 @@ impl Reader<'_> {
             url: self.string(map, "url", path, false).and_then(|raw| self.expr(&raw, &join(path, "url"))),
             extra,
             modified_at: p(self, "modified_at"),
+            id_prefix: self
+                .string(map, "id_prefix", path, false)
+                .and_then(|raw| self.expr(&raw, &join(path, "id_prefix"))),
         }
+    }
+
+    fn card(&mut self, value: &Value, path: &str) -> CardMap {
+        let Some(map) = self.object(value, path, &["company", "owner", "figures"]) else { return CardMap::default() };
+        let company = map.get("company").and_then(|v| self.lookup(v, &join(path, "company"), &[]).map(|(l, _)| l));
+        let owner = map.get("owner").and_then(|v| self.lookup(v, &join(path, "owner"), &[]).map(|(l, _)| l));
+        let figures = self
+            .list(map, "figures", path)
+            .into_iter()
+            .filter_map(|(p, v)| {
+                let (lookup, figure) = self.lookup(v, &p, &["label"])?;
+                let label = self.string(figure, "label", &p, true)?;
+                Some(Figure { label, lookup })
+            })
+            .collect();
+        CardMap { company, owner, figures }
+    }
+
+    /// `{ endpoint, inputs: { NAME: /pointer }, value: /pointer | [/pointer, …] }` (plus `extra`
+    /// keys, returned for the caller to read).
+    fn lookup<'v>(&mut self, value: &'v Value, path: &str, extra: &[&str]) -> Option<(Lookup, &'v Map<String, Value>)> {
+        let allowed: Vec<&str> = ["endpoint", "inputs", "value"].iter().chain(extra).copied().collect();
+        let map = self.object(value, path, &allowed)?;
+        let endpoint = self.string(map, "endpoint", path, true)?;
+        let mut inputs = Vec::new();
+        match map.get("inputs") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(entries)) => {
+                for (name, pointer) in entries {
+                    if let Some(pointer) = self.pointer(Some(pointer), &join(&join(path, "inputs"), name)) {
+                        inputs.push((name.clone(), pointer));
+                    }
+                }
+            }
+            Some(_) => self.error(join(path, "inputs"), "must be an object of input name: /json/pointer"),
+        }
+        let value = self.pointers(map.get("value"), &join(path, "value"));
+        if value.is_empty() {
+            self.error(join(path, "value"), "is required: a JSON pointer (or a list of them) into the answer");
+        }
+        Some((Lookup { endpoint, inputs, value }, map))
     }
 
     fn activity(&mut self, value: &Value, path: &str) -> ActivityMap {
@@ -883,6 +931,37 @@ impl Reader<'_> {
         }
         if t.kind == TemplateType::Sms && !has(Trigger::SmsSend) {
             self.error("endpoints", "an sms template needs an endpoint with trigger sms.send");
+        }
+        for r in t.contact.id_prefix.iter().flat_map(|e| e.references()) {
+            match &r.source {
+                Source::Field(_) => self.check_field_reference("contact.id_prefix", &r.source, &field_names),
+                other => self.error("contact.id_prefix", format!("cannot use {{{{{other}}}}} here; use field values")),
+            }
+        }
+        let lookups = t.card.company.iter().map(|l| ("card.company".to_owned(), l));
+        let lookups = lookups.chain(t.card.owner.iter().map(|l| ("card.owner".to_owned(), l)));
+        let lookups =
+            lookups.chain(t.card.figures.iter().enumerate().map(|(i, f)| (format!("card.figures[{i}]"), &f.lookup)));
+        for (path, lookup) in lookups {
+            match endpoints.get(lookup.endpoint.as_str()) {
+                None => {
+                    self.error(join(&path, "endpoint"), format!("references undefined endpoint {:?}", lookup.endpoint))
+                }
+                // A card only reads.
+                Some((_, e)) if e.kind != EndpointKind::GetData => {
+                    self.error(join(&path, "endpoint"), format!("{:?} is not a get_data endpoint", lookup.endpoint))
+                }
+                Some((_, e)) => {
+                    for (name, _) in &lookup.inputs {
+                        if let Some(trigger) = e.trigger.filter(|t| !t.inputs().contains(&name.as_str())) {
+                            self.error(
+                                join(&join(&path, "inputs"), name),
+                                format!("{} supplies no input.{name}", trigger.as_str()),
+                            );
+                        }
+                    }
+                }
+            }
         }
         if let Some(url) = &t.contact.url {
             for r in url.references() {

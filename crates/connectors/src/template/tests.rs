@@ -60,6 +60,30 @@ fn vtql_parameters_that_group_conditions_are_warned_about() {
 }
 
 #[test]
+fn card_lookups_read_through_get_data_endpoints() {
+    let vtiger = include_str!("../../../../templates/vtiger.yaml");
+    let errors = check(&vtiger.replace("endpoint: open-tickets", "endpoint: add-note")).unwrap_err();
+    assert!(
+        errors.contains(&"card.figures[0].endpoint: \"add-note\" is not a get_data endpoint".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace("endpoint: open-tickets", "endpoint: nope")).unwrap_err();
+    assert!(
+        errors.contains(&"card.figures[0].endpoint: references undefined endpoint \"nope\"".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace("inputs: { id: /account_id }", "inputs: { account: /account_id }")).unwrap_err();
+    assert!(
+        errors.contains(&"card.company.inputs.account: contact.get supplies no input.account".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace(", value: /result/accountname", "")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("card.company.value: is required")), "{errors:#?}");
+    let errors = check(&vtiger.replace("id_prefix: 12x", "id_prefix: \"{{credential.access_key}}\"")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("contact.id_prefix: cannot use")), "{errors:#?}");
+}
+
+#[test]
 fn json_templates_parse_too() {
     let yaml: serde_json::Value = serde_saphyr::from_str(MINIMAL).unwrap();
     check(&yaml.to_string()).unwrap();

@@ -11,7 +11,7 @@ use crmhub_connectors::http::{
 };
 use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnector};
 use crmhub_connectors::{ConnectionSpec, Connectors};
-use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, Crm, CrmError};
+use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError};
 use crmhub_core::phone::PhoneNumber;
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
@@ -244,6 +244,73 @@ async fn a_triggered_endpoint_run_by_name_keeps_its_trigger_rules() {
     let alive = sim.insert_record("Contacts", [("firstname", "Still"), ("lastname", "Here")]);
     let created = crm.invoke("add-note", &inputs(&[("contact_id", &alive), ("body", "by name")])).await.unwrap();
     assert_eq!(sim.record(created["result"]["id"].as_str().unwrap()).unwrap()["related_to"], alive);
+}
+
+#[tokio::test]
+async fn the_vtiger_template_card_matches_the_native_card() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let account = sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    let contact = sim.insert_record(
+        "Contacts",
+        [("firstname", "Wile"), ("lastname", "Coyote"), ("account_id", account.as_str()), ("assigned_user_id", "19x1")],
+    );
+    let ticket = |status| {
+        sim.insert_record(
+            "HelpDesk",
+            [
+                ("ticket_title", "Rocket"),
+                ("ticketpriorities", "High"),
+                ("ticketstatus", status),
+                ("contact_id", &contact),
+            ],
+        )
+    };
+    let (open, _) = (ticket("Open"), ticket("Closed"));
+    ticket("In Progress");
+    let connectors = Connectors::new(http(Arc::default()), SharedAuth::new(Arc::new(MemoryAuthState::default())));
+    let host = Host::parse(&sim.base_url()).unwrap();
+    let fields = json!({"username": "admin"});
+    let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+    let template = load(VTIGER);
+    let spec = |kind, template| ConnectionSpec {
+        tenant: TenantId::new(),
+        id: ConnectionId::new(),
+        kind,
+        host: &host,
+        fields: fields.as_object().unwrap(),
+        credentials: &credentials,
+        region: None,
+        template,
+    };
+    let native = connectors.crm(spec(&ConnectorKind::Vtiger, None), Lane::Interactive).unwrap();
+    let kind = ConnectorKind::Template("vtiger".into());
+    let templated = connectors.crm(spec(&kind, Some((&template, 1))), Lane::Interactive).unwrap();
+
+    let options = CardOptions::default();
+    let (want, got) = (
+        native.contact_card(&contact, &options).await.unwrap(),
+        templated.contact_card(&contact, &options).await.unwrap(),
+    );
+    assert_eq!(got.display_name, want.display_name);
+    assert_eq!(got.company.as_deref(), Some("Acme Ltd"));
+    assert_eq!(got.company, want.company);
+    assert_eq!(got.owner, want.owner);
+    assert!(got.owner.is_some());
+    assert_eq!(got.figures, want.figures, "Open tickets");
+    assert_eq!(got.figures[0].value, "2");
+    assert_eq!(got.record_url, want.record_url);
+    assert!(
+        got.record_url.unwrap().ends_with(&format!(
+            "/index.php?module=Contacts&view=Detail&record={}",
+            contact.split_once('x').unwrap().1
+        ))
+    );
+
+    for other in [&account, &open] {
+        let err = templated.contact_card(other, &options).await.unwrap_err();
+        assert!(matches!(err, CrmError::NotFound { .. }), "{other}: {err:?}");
+        assert!(matches!(native.contact_card(other, &options).await, Err(CrmError::NotFound { .. })));
+    }
 }
 
 #[tokio::test]
