@@ -27,6 +27,10 @@ use crate::http::{CallContext, HttpClient, OutboundResponse, StatusCode};
 
 type Inputs = BTreeMap<String, String>;
 
+/// How many companies a contact search follows to their contacts: each is an `IN` list item
+/// in one request, and the term names a company, not a directory.
+const MAX_COMPANIES: usize = 20;
+
 /// A logged-in state: the token and what the auth chain's last step produced.
 #[derive(Debug, Serialize, Deserialize)]
 struct Session {
@@ -467,6 +471,42 @@ impl TemplateConnector {
             .ok_or_else(|| CrmError::Protocol(format!("{} answered without the new record's id", endpoint.name)))
     }
 
+    /// Contacts of the companies whose name matches the term, for CRMs that keep the company
+    /// in a record of its own (Vtiger's Accounts): at most `MAX_COMPANIES` companies, then
+    /// their contacts read as one list. Each contact is named with its company, so the search
+    /// rule (every word in the name, e-mail or company) sees what matched.
+    async fn contacts_of_companies(&self, term: &str, limit: usize) -> Result<Vec<ContactSummary>, CrmError> {
+        let (Some(search), Some(contacts)) =
+            (self.endpoint(Trigger::CompanySearch), self.endpoint(Trigger::CompanyContacts))
+        else {
+            return Ok(Vec::new());
+        };
+        let map = &self.template.company;
+        let inputs =
+            Inputs::from([("query".to_owned(), term.to_owned()), ("limit".to_owned(), MAX_COMPANIES.to_string())]);
+        let companies: BTreeMap<String, String> = self
+            .records(search, &inputs, MAX_COMPANIES, |_| true)
+            .await?
+            .iter()
+            .filter_map(|r| Some((map.id.as_ref()?.text(r)?, map.name.as_ref()?.text(r)?)))
+            .collect();
+        if companies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = companies.keys().map(String::as_str).collect();
+        let inputs = Inputs::from([("company_ids".to_owned(), ids.join(","))]);
+        let company_id = self.template.contact.company_id.as_ref();
+        let named = |record: &Value| {
+            let mut summary = self.summary(record);
+            if summary.company.is_none() {
+                summary.company = company_id.and_then(|p| p.text(record)).and_then(|id| companies.get(&id).cloned());
+            }
+            summary
+        };
+        let records = self.records(contacts, &inputs, limit, |r| matches_term(&named(r), term)).await?;
+        Ok(records.iter().map(named).collect())
+    }
+
     /// A card value that lives in another record. A lookup that finds nothing (or may not read
     /// it: Vtiger's ACCESS_DENIED) leaves the value out; other failures fail the card.
     async fn look_up(&self, lookup: &Lookup, record: &Value) -> Result<Option<String>, CrmError> {
@@ -561,7 +601,9 @@ impl TemplateConnector {
             Trigger::ConnectionCheck
             | Trigger::ContactSearch
             | Trigger::ContactFindByPhone
-            | Trigger::ContactChanges => Ok(()),
+            | Trigger::ContactChanges
+            | Trigger::CompanySearch
+            | Trigger::CompanyContacts => Ok(()),
         }
     }
 }
@@ -732,6 +774,13 @@ impl Crm for TemplateConnector {
             ]);
             for record in self.records(by_phone, &inputs, limit, |r| matches_term(&self.summary(r), term)).await? {
                 let summary = self.summary(&record);
+                if found.len() < limit && !found.iter().any(|f| f.id == summary.id) {
+                    found.push(summary);
+                }
+            }
+        }
+        if found.len() < limit {
+            for summary in self.contacts_of_companies(term, limit).await? {
                 if found.len() < limit && !found.iter().any(|f| f.id == summary.id) {
                     found.push(summary);
                 }

@@ -7,7 +7,8 @@
 //! `lower`, `upper`, `trim`, `first_word`, `last_word` (for "First Last" searches over
 //! separate name fields), `title` (`not_held` → `Not Held`: words capitalised, `_` as
 //! spaces, for CRMs whose picklists spell values that way), `trailing_digits` (`12x162` →
-//! `162`: the record number in a module-prefixed id).
+//! `162`: the record number in a module-prefixed id), `vtql_list` (`a,b` → `('a','b')`, for
+//! `IN` over a comma-separated list such as `company_ids`).
 
 use std::fmt;
 
@@ -44,6 +45,7 @@ impl fmt::Display for Source {
 pub enum Filter {
     Vtql,
     VtqlLike,
+    VtqlList,
     DigitsLike,
     Digits,
     Lower,
@@ -60,6 +62,7 @@ impl Filter {
         Some(match raw {
             "vtql" => Self::Vtql,
             "vtql_like" => Self::VtqlLike,
+            "vtql_list" => Self::VtqlList,
             "digits_like" => Self::DigitsLike,
             "digits" => Self::Digits,
             "lower" => Self::Lower,
@@ -77,6 +80,16 @@ impl Filter {
         Ok(match self {
             Self::Vtql => crate::vtiger::vtql::literal(&value).map_err(|e| e.to_string())?,
             Self::VtqlLike => crate::vtiger::vtql::contains(&value),
+            Self::VtqlList => {
+                let items = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| crate::vtiger::vtql::literal(v).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // `IN ()` is a syntax error; an empty list matches nothing instead.
+                if items.is_empty() { "('')".to_owned() } else { format!("({})", items.join(",")) }
+            }
             Self::DigitsLike => digits_like(&value),
             Self::Digits => value.chars().filter(char::is_ascii_digit).collect(),
             Self::Lower => value.to_lowercase(),
@@ -248,6 +261,19 @@ mod tests {
         assert!(Expr::parse("{{secret.x}}").unwrap_err().contains("unknown reference"));
         assert!(Expr::parse("{{input.q | shout}}").unwrap_err().contains("unknown filter"));
         assert!(Expr::parse("a }} b").is_err());
+    }
+
+    #[test]
+    fn vtql_lists_quote_every_item() {
+        let e = Expr::parse("account_id IN {{input.ids | vtql_list}};").unwrap();
+        for (ids, want) in [
+            ("11x2, 11x5", "account_id IN ('11x2','11x5');"),
+            ("O'Brien", "account_id IN ('O''Brien');"),
+            ("", "account_id IN ('');"),
+        ] {
+            let scope = Map(vec![(Source::Input("ids".into()), ids)]);
+            assert_eq!(e.render(&scope).unwrap(), want, "{ids}");
+        }
     }
 
     #[test]

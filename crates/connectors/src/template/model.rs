@@ -30,6 +30,7 @@ pub struct Template {
     pub auth: Option<AuthDef>,
     pub errors: ErrorMap,
     pub contact: ContactMap,
+    pub company: CompanyMap,
     pub activity: ActivityMap,
     pub card: CardMap,
     pub endpoints: Vec<Endpoint>,
@@ -103,10 +104,19 @@ pub struct ContactMap {
     /// Label → pointer, shown on cards.
     pub extra: Vec<(String, Pointer)>,
     pub modified_at: Option<Pointer>,
+    /// The id of the contact's company, to name it from `company.search` results.
+    pub company_id: Option<Pointer>,
     /// What every contact id starts with (from field values), for CRMs whose ids name their
     /// module (Vtiger's `12x…`): another record's id is then not found instead of read as a
     /// contact.
     pub id_prefix: Option<Expr>,
+}
+
+/// How a `company.search` record becomes a company (an Account, an organisation).
+#[derive(Debug, Clone, Default)]
+pub struct CompanyMap {
+    pub id: Option<Pointer>,
+    pub name: Option<Pointer>,
 }
 
 /// What a contact card shows that lives in other records: each a lookup through a `get_data`
@@ -181,10 +191,14 @@ pub enum Trigger {
     TicketCreate,
     #[serde(rename = "sms.send")]
     SmsSend,
+    #[serde(rename = "company.search")]
+    CompanySearch,
+    #[serde(rename = "company.contacts")]
+    CompanyContacts,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 12] = [
+    pub const ALL: [Trigger; 14] = [
         Self::ConnectionCheck,
         Self::ContactSearch,
         Self::ContactFindByPhone,
@@ -197,6 +211,8 @@ impl Trigger {
         Self::NoteCreate,
         Self::TicketCreate,
         Self::SmsSend,
+        Self::CompanySearch,
+        Self::CompanyContacts,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -213,6 +229,8 @@ impl Trigger {
             Self::NoteCreate => "note.create",
             Self::TicketCreate => "ticket.create",
             Self::SmsSend => "sms.send",
+            Self::CompanySearch => "company.search",
+            Self::CompanyContacts => "company.contacts",
         }
     }
 
@@ -255,6 +273,8 @@ impl Trigger {
             Self::NoteCreate => &["contact_id", "body"],
             Self::TicketCreate => &["contact_id", "title", "description", "priority"],
             Self::SmsSend => &["to", "text", "sender"],
+            Self::CompanySearch => &["query", "limit"],
+            Self::CompanyContacts => &["company_ids"],
         }
     }
 }

@@ -220,6 +220,7 @@ impl Reader<'_> {
             "auth",
             "errors",
             "contact",
+            "company",
             "activity",
             "card",
             "endpoints",
@@ -244,6 +245,16 @@ impl Reader<'_> {
         let errors = map.get("errors").map(|v| self.errors_map(v, "errors")).unwrap_or_default();
         let contact = map.get("contact").map(|v| self.contact(v, "contact")).unwrap_or_default();
         let activity = map.get("activity").map(|v| self.activity(v, "activity")).unwrap_or_default();
+        let company = match map.get("company") {
+            Some(v) => match self.object(v, "company", &["id", "name"]) {
+                Some(m) => CompanyMap {
+                    id: self.pointer(m.get("id"), "company.id"),
+                    name: self.pointer(m.get("name"), "company.name"),
+                },
+                None => CompanyMap::default(),
+            },
+            None => CompanyMap::default(),
+        };
         let card = map.get("card").map(|v| self.card(v, "card")).unwrap_or_default();
         let endpoints: Vec<Endpoint> =
             self.list(map, "endpoints", "").into_iter().filter_map(|(p, v)| self.endpoint(v, &p)).collect();
@@ -261,6 +272,7 @@ impl Reader<'_> {
             auth,
             errors,
             contact,
+            company,
             activity,
             card,
             endpoints,
@@ -372,6 +384,7 @@ impl Reader<'_> {
             "extra",
             "modified_at",
             "id_prefix",
+            "company_id",
         ];
         let Some(map) = self.object(value, path, &allowed) else { return ContactMap::default() };
         let p = |r: &mut Self, key: &str| r.pointer(map.get(key), &join(path, key));
@@ -402,6 +415,7 @@ impl Reader<'_> {
             url: self.string(map, "url", path, false).and_then(|raw| self.expr(&raw, &join(path, "url"))),
             extra,
             modified_at: p(self, "modified_at"),
+            company_id: p(self, "company_id"),
             id_prefix: self
                 .string(map, "id_prefix", path, false)
                 .and_then(|raw| self.expr(&raw, &join(path, "id_prefix"))),
@@ -929,6 +943,13 @@ impl Reader<'_> {
         if has(Trigger::CallLogComplete) && !has(Trigger::CallLogCreate) {
             self.error("endpoints", "call.log.complete needs a call.log.create endpoint too");
         }
+        // A company search serves the contact search: it finds companies, then their contacts.
+        if has(Trigger::CompanySearch) != has(Trigger::CompanyContacts) {
+            self.error("endpoints", "company.search and company.contacts work as a pair: add both, or neither");
+        }
+        if has(Trigger::CompanySearch) && !has(Trigger::ContactSearch) {
+            self.error("endpoints", "company.search extends contact.search; add a contact.search endpoint");
+        }
         if t.kind == TemplateType::Sms && !has(Trigger::SmsSend) {
             self.error("endpoints", "an sms template needs an endpoint with trigger sms.send");
         }
@@ -984,7 +1005,9 @@ impl Reader<'_> {
             Trigger::ContactSearch
             | Trigger::ContactFindByPhone
             | Trigger::ContactActivities
-            | Trigger::ContactChanges => endpoint.response.records.is_none().then_some("response.records"),
+            | Trigger::ContactChanges
+            | Trigger::CompanySearch
+            | Trigger::CompanyContacts => endpoint.response.records.is_none().then_some("response.records"),
             Trigger::NoteCreate | Trigger::TicketCreate | Trigger::CallLogCreate => {
                 endpoint.response.id.is_none().then_some("response.id")
             }
@@ -995,10 +1018,22 @@ impl Reader<'_> {
         if let Some(needs) = needs {
             self.error(format!("{path}.response"), format!("{} needs {needs}", trigger.as_str()));
         }
-        let contact_triggers =
-            [Trigger::ContactSearch, Trigger::ContactFindByPhone, Trigger::ContactGet, Trigger::ContactChanges];
+        let contact_triggers = [
+            Trigger::ContactSearch,
+            Trigger::ContactFindByPhone,
+            Trigger::ContactGet,
+            Trigger::ContactChanges,
+            Trigger::CompanyContacts,
+        ];
         if contact_triggers.contains(&trigger) && t.contact.id.is_none() {
             self.error("contact.id", format!("{} needs the contact mapping's id", trigger.as_str()));
+        }
+        if trigger == Trigger::CompanySearch {
+            for (key, pointer) in [("company.id", &t.company.id), ("company.name", &t.company.name)] {
+                if pointer.is_none() {
+                    self.error(key, "company.search needs the company mapping's id and name");
+                }
+            }
         }
     }
 

@@ -84,6 +84,18 @@ fn card_lookups_read_through_get_data_endpoints() {
 }
 
 #[test]
+fn company_search_needs_its_pair_and_mapping() {
+    let vtiger = include_str!("../../../../templates/vtiger.yaml");
+    let errors = check(&vtiger.replace("trigger: company.contacts", "trigger: ~")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("company.search and company.contacts work as a pair")), "{errors:#?}");
+    let errors = check(&vtiger.replace("  name: /accountname\n", "")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("company.name: company.search needs")), "{errors:#?}");
+    let errors =
+        check(&vtiger.replace("{{input.company_ids | vtql_list}}", "{{input.query | vtql_list}}")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("company.contacts supplies no input.query")), "{errors:#?}");
+}
+
+#[test]
 fn json_templates_parse_too() {
     let yaml: serde_json::Value = serde_saphyr::from_str(MINIMAL).unwrap();
     check(&yaml.to_string()).unwrap();

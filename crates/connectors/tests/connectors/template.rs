@@ -314,6 +314,28 @@ async fn the_vtiger_template_card_matches_the_native_card() {
 }
 
 #[tokio::test]
+async fn searching_an_account_name_finds_its_contacts() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let acme = sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    sim.insert_record("Accounts", [("accountname", "Acme Holdings")]);
+    let wile = sim.insert_record(
+        "Contacts",
+        [("firstname", "Wile"), ("lastname", "Coyote"), ("email", "wile@example.org"), ("account_id", acme.as_str())],
+    );
+    sim.insert_record("Contacts", [("firstname", "Road"), ("lastname", "Runner")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    for term in ["Acme", "acme ltd"] {
+        let found = crm.search_contacts(term, 10).await.unwrap();
+        assert_eq!(found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [wile.as_str()], "{term}");
+        assert_eq!(found[0].company.as_deref(), Some("Acme Ltd"));
+    }
+    assert_eq!(sim.operation_count("query"), 6, "contacts, accounts, the accounts' contacts: per search");
+    assert!(crm.search_contacts("zz-nobody", 10).await.unwrap().is_empty());
+    assert_eq!(sim.operation_count("query"), 8, "no account matched: no third query");
+}
+
+#[tokio::test]
 async fn a_wrong_access_key_is_an_auth_failure() {
     let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
     let crm = connector(
