@@ -440,7 +440,7 @@ impl TemplateConnector {
     }
 
     /// An id that cannot be a contact's (another module's record) is not found, as a contact.
-    fn contact_id(&self, id: &str) -> Result<(), CrmError> {
+    fn require_contact_id(&self, id: &str) -> Result<(), CrmError> {
         match &self.contact_id_prefix {
             Some(prefix) if !id.starts_with(prefix.as_str()) => {
                 Err(CrmError::NotFound { what: format!("contact {id}") })
@@ -450,7 +450,7 @@ impl TemplateConnector {
     }
 
     async fn contact_exists(&self, id: &str) -> Result<(), CrmError> {
-        self.contact_id(id)?;
+        self.require_contact_id(id)?;
         // A CRM that ignores unknown references would attach the write to nothing.
         if let Some(get) = self.endpoint(Trigger::ContactGet) {
             let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
@@ -597,7 +597,9 @@ impl TemplateConnector {
                 }
                 Ok(())
             }
-            Trigger::ContactGet | Trigger::ContactActivities => self.contact_id(input("id").unwrap_or_default()),
+            Trigger::ContactGet | Trigger::ContactActivities => {
+                self.require_contact_id(input("id").unwrap_or_default())
+            }
             Trigger::ConnectionCheck
             | Trigger::ContactSearch
             | Trigger::ContactFindByPhone
@@ -819,7 +821,7 @@ impl Crm for TemplateConnector {
 
     async fn contact_card(&self, id: &str, options: &CardOptions) -> Result<ContactCard, CrmError> {
         let endpoint = self.require(Trigger::ContactGet, Capability::ContactCard)?;
-        self.contact_id(id)?;
+        self.require_contact_id(id)?;
         let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
         let body = self.call(endpoint, &inputs, None).await.map_err(|e| match e {
             CrmError::NotFound { .. } => CrmError::NotFound { what: format!("contact {id}") },
