@@ -20,6 +20,10 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> anyhow::Resul
             let source = read(&file)?;
             match check_source(&source, None, &policy) {
                 Ok((template, _)) => {
+                    // Warnings do not fail the check: the template is valid, the CRM may refuse.
+                    for warning in crmhub_connectors::template::warnings(&template) {
+                        println!("{}: warning: {warning}", file.display());
+                    }
                     let triggers: Vec<&str> =
                         template.endpoints.iter().filter_map(|e| e.trigger.map(|t| t.as_str())).collect();
                     println!(

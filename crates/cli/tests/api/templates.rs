@@ -187,15 +187,27 @@ async fn template_connections_work_end_to_end() {
         "fields": {"username": "admin"}, "credentials": {"access_key": "vt-key"}}),
         )
         .await;
-    let translated = app
+    let described = app
         .admin_send(
             Method::POST,
-            &format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/translate"),
-            &json!({"strings": "[\"SINGLE_Contacts\"]", "language": "ru_ru", "module": "Contacts"}),
+            &format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/describe"),
+            &json!({"module": "Contacts"}),
         )
         .await;
-    assert_eq!(translated.status(), 200);
-    assert_eq!(translated.json::<Value>().await.unwrap()["result"]["result"]["SINGLE_Contacts"], "Контакт");
+    assert_eq!(described.status(), 200);
+    assert_eq!(described.json::<Value>().await.unwrap()["result"]["result"]["idPrefix"], "12");
+    // By name, a triggered endpoint keeps its trigger's rules.
+    let run = |endpoint: &str, inputs: Value| {
+        let path = format!("/admin/v1/tenants/acme/connections/{vt_id}/endpoints/{endpoint}");
+        let app = &app;
+        async move { app.admin_send(Method::POST, &path, &inputs).await }
+    };
+    let refused = run("create-contact", json!({"last_name": "Mail", "email": "not-an-email"})).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(error_of(refused).await.2.as_deref(), Some("email"));
+    let missing = run("add-note", json!({"contact_id": "12x999", "body": "orphan?"})).await;
+    assert_eq!(missing.status(), 404);
+    assert!(vtiger.records("Contacts").is_empty() && vtiger.records("ModComments").is_empty());
 
     let sms_id = app
         .create_connection(
@@ -241,4 +253,29 @@ fn the_cli_checks_a_template_file() {
     assert!(listed.contains("endpoints[0].parameters[0].kind: unknown kind \"hedaer\""), "{listed}");
     assert!(listed.contains("name: must be lowercase"), "{listed}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("2 problem(s)"));
+}
+
+#[test]
+fn the_cli_warns_about_vtql_that_groups_conditions() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let check = |name: &str, source: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, source).unwrap();
+        let output =
+            crmhub().env("CRMHUB_DATA_DIR", dir.path()).args(["template", "check"]).arg(&file).output().unwrap();
+        assert!(output.status.success(), "warnings do not fail the check: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shipped = check("vtiger.yaml", include_str!("../../../../templates/vtiger.yaml"));
+    assert!(!shipped.contains("warning"), "{shipped}");
+    let grouped = TINY.replace(
+        "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+        "      - name: q\n        kind: query\n        dialect: vtql\n        value: \"SELECT count(*) FROM Contacts WHERE (lastname LIKE {{input.query | vtql_like}} OR id IN ('12x1')) AND email = '(a)';\"",
+    );
+    let listed = check("grouped.yaml", &grouped);
+    assert_eq!(listed.matches("warning").count(), 1, "{listed}");
+    assert!(
+        listed.contains("warning: endpoints[0]: parameter \"q\" (search): VTQL has no grouping parentheses"),
+        "{listed}"
+    );
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::expr::{Scope, Source};
-use super::model::{Endpoint, EndpointKind, Template, Trigger};
+use super::model::{Endpoint, EndpointKind, Lookup, Template, Trigger};
 use super::parse::chain_of;
 use super::pointer::{Pointer, as_text};
 use super::request::build;
@@ -26,6 +26,10 @@ use crate::auth::{AuthKey, SharedAuth};
 use crate::http::{CallContext, HttpClient, OutboundResponse, StatusCode};
 
 type Inputs = BTreeMap<String, String>;
+
+/// How many companies a contact search follows to their contacts: each is an `IN` list item
+/// in one request, and the term names a company, not a directory.
+const MAX_COMPANIES: usize = 20;
 
 /// A logged-in state: the token and what the auth chain's last step produced.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +54,8 @@ pub struct TemplateConnector {
     connection_key: String,
     region: Option<PhoneRegion>,
     capabilities: Vec<Capability>,
+    /// `contact.id_prefix`, rendered from the connection's fields.
+    contact_id_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for TemplateConnector {
@@ -148,12 +154,24 @@ impl TemplateConnector {
             hasher.update(format!("{k}={v}\0").as_bytes());
         }
         let account = format!("template:{}:{}", template.name, host.as_str());
-        let auth_key =
-            AuthKey { lock: account.clone(), state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
+        let remote_account = match template.auth.as_ref().and_then(|a| a.account.as_ref()) {
+            Some(expr) => expr.render(&FieldScope(&values)).map_err(|e| CrmError::validation("auth.account", e))?,
+            None => String::new(),
+        };
+        let lock =
+            if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
+        let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
         let connection_key = match ctx.owner {
             Some((tenant, connection)) => format!("template-state:{tenant}:{connection}"),
             None => format!("template-state:{account}"),
         };
+        let contact_id_prefix = match &template.contact.id_prefix {
+            Some(expr) => {
+                Some(expr.render(&FieldScope(&values)).map_err(|e| CrmError::validation("contact.id_prefix", e))?)
+            }
+            None => None,
+        }
+        .filter(|p| !p.is_empty());
         let capabilities = capabilities_of(&template);
         let ctx = ctx.redacting(credentials.values().cloned());
         Ok(Self {
@@ -170,6 +188,7 @@ impl TemplateConnector {
             connection_key,
             region,
             capabilities,
+            contact_id_prefix,
         })
     }
 
@@ -382,16 +401,15 @@ impl TemplateConnector {
             return Ok(out);
         };
         for index in 0..pagination.max_pages {
-            let page = pagination.start.saturating_add(index.saturating_mul(pagination.step));
-            let body = self.call(endpoint, inputs, Some(page)).await?;
+            let body = self.call(endpoint, inputs, Some(pagination.page(index))).await?;
             let batch = array_at(records, &body, &endpoint.name)?;
-            let empty = batch.is_empty();
+            let last = batch.is_empty() || pagination.is_short(batch.len());
             out.extend(batch.into_iter().filter(|r| keep(r)));
             let more = match &pagination.has_more {
                 Some(pointer) => pointer.text(&body).as_deref() == Some("true"),
-                None => !empty,
+                None => true,
             };
-            if out.len() >= want || !more || empty {
+            if out.len() >= want || !more || last {
                 break;
             }
         }
@@ -421,7 +439,18 @@ impl TemplateConnector {
         if name.is_empty() { "(no name)".into() } else { name }
     }
 
+    /// An id that cannot be a contact's (another module's record) is not found, as a contact.
+    fn require_contact_id(&self, id: &str) -> Result<(), CrmError> {
+        match &self.contact_id_prefix {
+            Some(prefix) if !id.starts_with(prefix.as_str()) => {
+                Err(CrmError::NotFound { what: format!("contact {id}") })
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn contact_exists(&self, id: &str) -> Result<(), CrmError> {
+        self.require_contact_id(id)?;
         // A CRM that ignores unknown references would attach the write to nothing.
         if let Some(get) = self.endpoint(Trigger::ContactGet) {
             let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
@@ -442,6 +471,66 @@ impl TemplateConnector {
             .ok_or_else(|| CrmError::Protocol(format!("{} answered without the new record's id", endpoint.name)))
     }
 
+    /// Contacts of the companies whose name matches the term, for CRMs that keep the company
+    /// in a record of its own (Vtiger's Accounts): at most `MAX_COMPANIES` companies, then
+    /// their contacts read as one list. Each contact is named with its company, so the search
+    /// rule (every word in the name, e-mail or company) sees what matched.
+    async fn contacts_of_companies(&self, term: &str, limit: usize) -> Result<Vec<ContactSummary>, CrmError> {
+        let (Some(search), Some(contacts)) =
+            (self.endpoint(Trigger::CompanySearch), self.endpoint(Trigger::CompanyContacts))
+        else {
+            return Ok(Vec::new());
+        };
+        let map = &self.template.company;
+        let inputs =
+            Inputs::from([("query".to_owned(), term.to_owned()), ("limit".to_owned(), MAX_COMPANIES.to_string())]);
+        let companies: BTreeMap<String, String> = self
+            .records(search, &inputs, MAX_COMPANIES, |_| true)
+            .await?
+            .iter()
+            .filter_map(|r| Some((map.id.as_ref()?.text(r)?, map.name.as_ref()?.text(r)?)))
+            .collect();
+        if companies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = companies.keys().map(String::as_str).collect();
+        let inputs = Inputs::from([("company_ids".to_owned(), ids.join(","))]);
+        let company_id = self.template.contact.company_id.as_ref();
+        let named = |record: &Value| {
+            let mut summary = self.summary(record);
+            if summary.company.is_none() {
+                summary.company = company_id.and_then(|p| p.text(record)).and_then(|id| companies.get(&id).cloned());
+            }
+            summary
+        };
+        let records = self.records(contacts, &inputs, limit, |r| matches_term(&named(r), term)).await?;
+        Ok(records.iter().map(named).collect())
+    }
+
+    /// A card value that lives in another record. A lookup that finds nothing (or may not read
+    /// it: Vtiger's ACCESS_DENIED) leaves the value out; other failures fail the card.
+    async fn look_up(&self, lookup: &Lookup, record: &Value) -> Result<Option<String>, CrmError> {
+        let mut inputs = Inputs::new();
+        for (name, pointer) in &lookup.inputs {
+            let Some(value) = pointer.text(record) else { return Ok(None) };
+            inputs.insert(name.clone(), value);
+        }
+        let endpoint = self
+            .template
+            .endpoints
+            .iter()
+            .find(|e| e.name == lookup.endpoint)
+            .ok_or_else(|| CrmError::Protocol(format!("no endpoint {:?}", lookup.endpoint)))?;
+        match self.call(endpoint, &inputs, endpoint.pagination.as_ref().map(|p| p.start)).await {
+            Ok(body) => {
+                let parts: Vec<String> = lookup.value.iter().filter_map(|p| p.text(&body)).collect();
+                Ok((!parts.is_empty()).then(|| parts.join(" ")))
+            }
+            Err(CrmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs a named endpoint with caller-supplied values (custom operations the template
     /// describes beyond the Crm capabilities) and returns its JSON.
     pub async fn invoke(&self, name: &str, inputs: &Inputs) -> Result<Value, CrmError> {
@@ -454,7 +543,70 @@ impl TemplateConnector {
         if endpoint.kind == EndpointKind::Auth {
             return Err(CrmError::validation("endpoint", "auth endpoints run only as part of the auth chain"));
         }
-        self.call(endpoint, inputs, None).await
+        if let Some(trigger) = endpoint.trigger {
+            self.admit(trigger, inputs).await?;
+        }
+        // A paginated endpoint run by name reads its first page: `{{page}}` is `start`.
+        self.call(endpoint, inputs, endpoint.pagination.as_ref().map(|p| p.start)).await
+    }
+}
+
+impl TemplateConnector {
+    /// The rules crmhub applies before a trigger's endpoint runs, whether through its
+    /// capability or by name: values first (no request is spent on a value refused anyway),
+    /// then the records they refer to, so that nothing is written against a missing one.
+    async fn admit(&self, trigger: Trigger, inputs: &Inputs) -> Result<(), CrmError> {
+        let input = |name: &str| inputs.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        match trigger {
+            Trigger::ContactCreate => NewContact {
+                first_name: input("first_name").map(str::to_owned),
+                last_name: input("last_name").unwrap_or_default().to_owned(),
+                email: input("email").map(str::to_owned),
+                ..Default::default()
+            }
+            .validate(),
+            Trigger::NoteCreate => {
+                let contact = input("contact_id").ok_or_else(|| CrmError::validation("contact_id", "is required"))?;
+                if input("body").is_none() {
+                    return Err(CrmError::validation("body", "must not be empty"));
+                }
+                self.contact_exists(contact).await
+            }
+            Trigger::TicketCreate => {
+                if input("title").is_none() {
+                    return Err(CrmError::validation("title", "must not be empty"));
+                }
+                match input("contact_id") {
+                    Some(contact) => self.contact_exists(contact).await,
+                    None => Ok(()),
+                }
+            }
+            // One log per call id rests on what crmhub remembers from the call channel; a log
+            // made by name would bypass it.
+            Trigger::CallLogCreate | Trigger::CallLogComplete => Err(CrmError::validation(
+                "endpoint",
+                "call logs are written only by the call channel, which keeps one log per call id",
+            )),
+            Trigger::SmsSend => {
+                let to = input("to").and_then(|to| PhoneNumber::parse(to, None).ok()).filter(|p| p.e164().is_some());
+                if to.is_none() {
+                    return Err(CrmError::validation("to", "an SMS needs an internationally dialable number"));
+                }
+                if input("text").is_none() {
+                    return Err(CrmError::validation("text", "must not be empty"));
+                }
+                Ok(())
+            }
+            Trigger::ContactGet | Trigger::ContactActivities => {
+                self.require_contact_id(input("id").unwrap_or_default())
+            }
+            Trigger::ConnectionCheck
+            | Trigger::ContactSearch
+            | Trigger::ContactFindByPhone
+            | Trigger::ContactChanges
+            | Trigger::CompanySearch
+            | Trigger::CompanyContacts => Ok(()),
+        }
     }
 }
 
@@ -494,6 +646,18 @@ fn array_at(pointer: &Pointer, body: &Value, endpoint: &str) -> Result<Vec<Value
 
 fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The connection's field values alone, for what is known before any call (`auth.account`).
+struct FieldScope<'a>(&'a BTreeMap<String, String>);
+
+impl Scope for FieldScope<'_> {
+    fn lookup(&self, source: &Source) -> Option<String> {
+        match source {
+            Source::Field(name) => self.0.get(name).cloned(),
+            _ => None,
+        }
+    }
 }
 
 struct CallScope<'a> {
@@ -617,6 +781,13 @@ impl Crm for TemplateConnector {
                 }
             }
         }
+        if found.len() < limit {
+            for summary in self.contacts_of_companies(term, limit).await? {
+                if found.len() < limit && !found.iter().any(|f| f.id == summary.id) {
+                    found.push(summary);
+                }
+            }
+        }
         Ok(found)
     }
 
@@ -650,6 +821,7 @@ impl Crm for TemplateConnector {
 
     async fn contact_card(&self, id: &str, options: &CardOptions) -> Result<ContactCard, CrmError> {
         let endpoint = self.require(Trigger::ContactGet, Capability::ContactCard)?;
+        self.require_contact_id(id)?;
         let inputs = Inputs::from([("id".to_owned(), id.to_owned())]);
         let body = self.call(endpoint, &inputs, None).await.map_err(|e| match e {
             CrmError::NotFound { .. } => CrmError::NotFound { what: format!("contact {id}") },
@@ -667,6 +839,22 @@ impl Crm for TemplateConnector {
                 .collect(),
             None => Vec::new(),
         };
+        let card = &self.template.card;
+        let company = match &card.company {
+            Some(lookup) => self.look_up(lookup, &record).await?.or(summary.company),
+            None => summary.company,
+        };
+        let owner = match &card.owner {
+            Some(lookup) => self.look_up(lookup, &record).await?,
+            None => None,
+        }
+        .or_else(|| map.owner.as_ref().and_then(|p| p.text(&record)));
+        let mut figures = Vec::new();
+        for figure in &card.figures {
+            if let Some(value) = self.look_up(&figure.lookup, &record).await? {
+                figures.push(LabeledValue::new(&figure.label, value));
+            }
+        }
         let record_url = map.url.as_ref().and_then(|url| {
             let scope = CallScope { c: self, session: None, steps: None, inputs: &inputs, page: None, now: now_unix() };
             url.render(&scope).ok().filter(|u| u.starts_with("https://") || u.starts_with("http://"))
@@ -679,14 +867,14 @@ impl Crm for TemplateConnector {
             title: map.title.as_ref().and_then(|p| p.text(&record)),
             emails: summary.emails.into_iter().map(|e| LabeledValue::new("Email", e)).collect(),
             phones: summary.phones.into_iter().map(|p| LabeledValue::new("Phone", p)).collect(),
-            company: summary.company,
-            owner: map.owner.as_ref().and_then(|p| p.text(&record)),
+            company,
+            owner,
             extra_fields: map
                 .extra
                 .iter()
                 .filter_map(|(label, p)| p.text(&record).map(|v| LabeledValue::new(label, v)))
                 .collect(),
-            figures: Vec::new(),
+            figures,
             activities,
             record_url,
         })
@@ -754,24 +942,15 @@ impl Crm for TemplateConnector {
 
     async fn add_note(&self, note: &NewNote) -> Result<String, CrmError> {
         let endpoint = self.require(Trigger::NoteCreate, Capability::AddNote)?;
-        if note.body.trim().is_empty() {
-            return Err(CrmError::validation("body", "must not be empty"));
-        }
-        self.contact_exists(&note.contact_id).await?;
         let inputs =
             Inputs::from([("contact_id".to_owned(), note.contact_id.clone()), ("body".to_owned(), note.body.clone())]);
+        self.admit(Trigger::NoteCreate, &inputs).await?;
         let body = self.call(endpoint, &inputs, None).await?;
         self.created_id(endpoint, &body)
     }
 
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<String, CrmError> {
         let endpoint = self.require(Trigger::TicketCreate, Capability::CreateTicket)?;
-        if ticket.title.trim().is_empty() {
-            return Err(CrmError::validation("title", "must not be empty"));
-        }
-        if let Some(contact) = &ticket.contact_id {
-            self.contact_exists(contact).await?;
-        }
         let priority = match ticket.priority.unwrap_or(TicketPriority::Normal) {
             TicketPriority::Low => "low",
             TicketPriority::Normal => "normal",
@@ -784,6 +963,7 @@ impl Crm for TemplateConnector {
             ("description".to_owned(), ticket.description.clone().unwrap_or_default()),
             ("priority".to_owned(), priority.to_owned()),
         ]);
+        self.admit(Trigger::TicketCreate, &inputs).await?;
         let body = self.call(endpoint, &inputs, None).await?;
         self.created_id(endpoint, &body)
     }
@@ -792,23 +972,23 @@ impl Crm for TemplateConnector {
         let endpoint = self.require(Trigger::ContactChanges, Capability::ListChanges)?;
         let since = since.map_or_else(|| "0".to_owned(), |c| c.0.clone());
         let inputs = Inputs::from([("since".to_owned(), since.clone())]);
-        let (start, step, max_pages, has_more) = match &endpoint.pagination {
-            Some(p) => (p.start, p.step, p.max_pages, p.has_more.as_ref()),
-            None => (1, 1, 1, None),
-        };
+        let single = super::model::Pagination { start: 1, step: 1, max_pages: 1, has_more: None, page_size: None };
+        let pagination = endpoint.pagination.as_ref().unwrap_or(&single);
         // A `since` cursor only moves once every page of it was read: the CRM's next cursor
         // covers all pages, not the one just read.
         let mut records = Vec::new();
         let mut next = None;
         let mut more = false;
-        for index in 0..max_pages {
-            let body = self.call(endpoint, &inputs, Some(start.saturating_add(index.saturating_mul(step)))).await?;
+        for index in 0..pagination.max_pages {
+            let body = self.call(endpoint, &inputs, Some(pagination.page(index))).await?;
             let batch = match &endpoint.response.records {
                 Some(pointer) => array_at(pointer, &body, &endpoint.name)?,
                 None => Vec::new(),
             };
             next = endpoint.response.next.as_ref().and_then(|p| p.text(&body)).or(next);
-            more = has_more.and_then(|p| p.text(&body)).as_deref() == Some("true") && !batch.is_empty();
+            more = pagination.has_more.as_ref().and_then(|p| p.text(&body)).as_deref() == Some("true")
+                && !batch.is_empty()
+                && !pagination.is_short(batch.len());
             records.extend(batch);
             if !more {
                 break;

@@ -6,7 +6,9 @@
 //! `LIKE '%…%'` pattern with wildcards neutralised), `digits_like` (`'%9%1%…%'`), `digits`,
 //! `lower`, `upper`, `trim`, `first_word`, `last_word` (for "First Last" searches over
 //! separate name fields), `title` (`not_held` → `Not Held`: words capitalised, `_` as
-//! spaces, for CRMs whose picklists spell values that way).
+//! spaces, for CRMs whose picklists spell values that way), `trailing_digits` (`12x162` →
+//! `162`: the record number in a module-prefixed id), `vtql_list` (`a,b` → `('a','b')`, for
+//! `IN` over a comma-separated list such as `company_ids`).
 
 use std::fmt;
 
@@ -43,6 +45,7 @@ impl fmt::Display for Source {
 pub enum Filter {
     Vtql,
     VtqlLike,
+    VtqlList,
     DigitsLike,
     Digits,
     Lower,
@@ -51,6 +54,7 @@ pub enum Filter {
     FirstWord,
     LastWord,
     Title,
+    TrailingDigits,
 }
 
 impl Filter {
@@ -58,6 +62,7 @@ impl Filter {
         Some(match raw {
             "vtql" => Self::Vtql,
             "vtql_like" => Self::VtqlLike,
+            "vtql_list" => Self::VtqlList,
             "digits_like" => Self::DigitsLike,
             "digits" => Self::Digits,
             "lower" => Self::Lower,
@@ -66,6 +71,7 @@ impl Filter {
             "title" => Self::Title,
             "first_word" => Self::FirstWord,
             "last_word" => Self::LastWord,
+            "trailing_digits" => Self::TrailingDigits,
             _ => return None,
         })
     }
@@ -74,6 +80,16 @@ impl Filter {
         Ok(match self {
             Self::Vtql => crate::vtiger::vtql::literal(&value).map_err(|e| e.to_string())?,
             Self::VtqlLike => crate::vtiger::vtql::contains(&value),
+            Self::VtqlList => {
+                let items = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| crate::vtiger::vtql::literal(v).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // `IN ()` is a syntax error; an empty list matches nothing instead.
+                if items.is_empty() { "('')".to_owned() } else { format!("({})", items.join(",")) }
+            }
             Self::DigitsLike => digits_like(&value),
             Self::Digits => value.chars().filter(char::is_ascii_digit).collect(),
             Self::Lower => value.to_lowercase(),
@@ -81,6 +97,10 @@ impl Filter {
             Self::Trim => value.trim().to_owned(),
             Self::FirstWord => value.split_whitespace().next().unwrap_or_default().to_owned(),
             Self::LastWord => value.split_whitespace().last().unwrap_or_default().to_owned(),
+            Self::TrailingDigits => {
+                let digits = value.chars().rev().take_while(char::is_ascii_digit).count();
+                value[value.len() - digits..].to_owned()
+            }
             Self::Title => value
                 .split(['_', ' '])
                 .filter(|w| !w.is_empty())
@@ -241,6 +261,28 @@ mod tests {
         assert!(Expr::parse("{{secret.x}}").unwrap_err().contains("unknown reference"));
         assert!(Expr::parse("{{input.q | shout}}").unwrap_err().contains("unknown filter"));
         assert!(Expr::parse("a }} b").is_err());
+    }
+
+    #[test]
+    fn vtql_lists_quote_every_item() {
+        let e = Expr::parse("account_id IN {{input.ids | vtql_list}};").unwrap();
+        for (ids, want) in [
+            ("11x2, 11x5", "account_id IN ('11x2','11x5');"),
+            ("O'Brien", "account_id IN ('O''Brien');"),
+            ("", "account_id IN ('');"),
+        ] {
+            let scope = Map(vec![(Source::Input("ids".into()), ids)]);
+            assert_eq!(e.render(&scope).unwrap(), want, "{ids}");
+        }
+    }
+
+    #[test]
+    fn trailing_digits_are_the_record_number() {
+        let e = Expr::parse("record={{input.id | trailing_digits}}").unwrap();
+        for (id, want) in [("12x162", "record=162"), ("162", "record=162"), ("12x", "record="), ("", "record=")] {
+            let scope = Map(vec![(Source::Input("id".into()), id)]);
+            assert_eq!(e.render(&scope).unwrap(), want, "{id}");
+        }
     }
 
     #[test]

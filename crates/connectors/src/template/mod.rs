@@ -3,6 +3,7 @@
 
 mod engine;
 mod expr;
+mod lint;
 mod model;
 mod parse;
 mod pointer;
@@ -11,6 +12,7 @@ mod request;
 mod tests;
 
 pub use engine::{TemplateConnector, connection_values};
+pub use lint::warnings;
 pub use model::{EndpointKind, FieldDef, Template, TemplateType, Trigger};
 pub use parse::{SourceFormat, TemplateError, TemplateErrors, parse};
 

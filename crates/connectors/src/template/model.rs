@@ -30,7 +30,9 @@ pub struct Template {
     pub auth: Option<AuthDef>,
     pub errors: ErrorMap,
     pub contact: ContactMap,
+    pub company: CompanyMap,
     pub activity: ActivityMap,
+    pub card: CardMap,
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -55,6 +57,10 @@ pub struct AuthDef {
     /// Seconds the token lives, as a number or from a step output.
     pub expires_in: Option<Expr>,
     pub expired_when: ExpiredWhen,
+    /// The remote account logging in (`{{field.username}}`): logins are serialised per
+    /// (host, account) across every connector kind, because CRMs such as Vtiger keep one
+    /// challenge per user. Without it, logins are serialised per template and host.
+    pub account: Option<Expr>,
 }
 
 /// How a response says the token is no longer valid.
@@ -98,6 +104,46 @@ pub struct ContactMap {
     /// Label → pointer, shown on cards.
     pub extra: Vec<(String, Pointer)>,
     pub modified_at: Option<Pointer>,
+    /// The id of the contact's company, to name it from `company.search` results.
+    pub company_id: Option<Pointer>,
+    /// What every contact id starts with (from field values), for CRMs whose ids name their
+    /// module (Vtiger's `12x…`): another record's id is then not found instead of read as a
+    /// contact.
+    pub id_prefix: Option<Expr>,
+}
+
+/// How a `company.search` record becomes a company (an Account, an organisation).
+#[derive(Debug, Clone, Default)]
+pub struct CompanyMap {
+    pub id: Option<Pointer>,
+    pub name: Option<Pointer>,
+}
+
+/// What a contact card shows that lives in other records: each a lookup through a `get_data`
+/// endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CardMap {
+    pub company: Option<Lookup>,
+    pub owner: Option<Lookup>,
+    pub figures: Vec<Figure>,
+}
+
+/// Calls `endpoint` with inputs taken from the contact record, and reads a value from its
+/// answer.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub endpoint: String,
+    /// Input name → pointer into the contact record; an empty one means there is nothing to
+    /// look up (a contact without an account).
+    pub inputs: Vec<(String, Pointer)>,
+    /// The non-empty values found, joined by spaces (`[/first_name, /last_name]`).
+    pub value: Vec<Pointer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub label: String,
+    pub lookup: Lookup,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -145,10 +191,14 @@ pub enum Trigger {
     TicketCreate,
     #[serde(rename = "sms.send")]
     SmsSend,
+    #[serde(rename = "company.search")]
+    CompanySearch,
+    #[serde(rename = "company.contacts")]
+    CompanyContacts,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 12] = [
+    pub const ALL: [Trigger; 14] = [
         Self::ConnectionCheck,
         Self::ContactSearch,
         Self::ContactFindByPhone,
@@ -161,6 +211,8 @@ impl Trigger {
         Self::NoteCreate,
         Self::TicketCreate,
         Self::SmsSend,
+        Self::CompanySearch,
+        Self::CompanyContacts,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -177,6 +229,8 @@ impl Trigger {
             Self::NoteCreate => "note.create",
             Self::TicketCreate => "ticket.create",
             Self::SmsSend => "sms.send",
+            Self::CompanySearch => "company.search",
+            Self::CompanyContacts => "company.contacts",
         }
     }
 
@@ -219,6 +273,8 @@ impl Trigger {
             Self::NoteCreate => &["contact_id", "body"],
             Self::TicketCreate => &["contact_id", "title", "description", "priority"],
             Self::SmsSend => &["to", "text", "sender"],
+            Self::CompanySearch => &["query", "limit"],
+            Self::CompanyContacts => &["company_ids"],
         }
     }
 }
@@ -297,6 +353,15 @@ pub struct Param {
     pub optional: bool,
     /// Where a JSON-encoded form field or string goes: `element` holds `json` as a string.
     pub as_json_string: bool,
+    /// The query language the value is written in, so that `template check` can warn about
+    /// what the CRM will refuse.
+    pub dialect: Option<Dialect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Vtiger's VTQL: flat conditions, a mandatory trailing `;`.
+    Vtql,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +372,21 @@ pub struct Pagination {
     pub step: u32,
     pub max_pages: u32,
     pub has_more: Option<Pointer>,
+    /// The most records a page holds: a shorter page is the last, so reading stops without
+    /// asking for the (empty) page after it.
+    pub page_size: Option<u32>,
+}
+
+impl Pagination {
+    /// `{{page}}` of the `index`-th request (0 first).
+    pub fn page(&self, index: u32) -> u32 {
+        self.start.saturating_add(index.saturating_mul(self.step))
+    }
+
+    /// Whether a page of `len` records is shorter than a full page.
+    pub fn is_short(&self, len: usize) -> bool {
+        self.page_size.is_some_and(|size| len < size as usize)
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -220,7 +220,9 @@ impl Reader<'_> {
             "auth",
             "errors",
             "contact",
+            "company",
             "activity",
+            "card",
             "endpoints",
         ];
         let map = self.object(doc, "", &allowed)?;
@@ -243,6 +245,17 @@ impl Reader<'_> {
         let errors = map.get("errors").map(|v| self.errors_map(v, "errors")).unwrap_or_default();
         let contact = map.get("contact").map(|v| self.contact(v, "contact")).unwrap_or_default();
         let activity = map.get("activity").map(|v| self.activity(v, "activity")).unwrap_or_default();
+        let company = match map.get("company") {
+            Some(v) => match self.object(v, "company", &["id", "name"]) {
+                Some(m) => CompanyMap {
+                    id: self.pointer(m.get("id"), "company.id"),
+                    name: self.pointer(m.get("name"), "company.name"),
+                },
+                None => CompanyMap::default(),
+            },
+            None => CompanyMap::default(),
+        };
+        let card = map.get("card").map(|v| self.card(v, "card")).unwrap_or_default();
         let endpoints: Vec<Endpoint> =
             self.list(map, "endpoints", "").into_iter().filter_map(|(p, v)| self.endpoint(v, &p)).collect();
         if map.get("endpoints").is_none() {
@@ -259,7 +272,9 @@ impl Reader<'_> {
             auth,
             errors,
             contact,
+            company,
             activity,
+            card,
             endpoints,
         })
     }
@@ -309,7 +324,8 @@ impl Reader<'_> {
     }
 
     fn auth(&mut self, value: &Value, path: &str) -> Option<AuthDef> {
-        let map = self.object(value, path, &["endpoint", "token", "expires_in", "lifetime_secs", "expired_when"])?;
+        let map =
+            self.object(value, path, &["endpoint", "token", "expires_in", "lifetime_secs", "expired_when", "account"])?;
         let endpoint = self.string(map, "endpoint", path, true)?;
         let token_raw = self.string(map, "token", path, true)?;
         let token = self.expr(&token_raw, &join(path, "token"))?;
@@ -331,7 +347,8 @@ impl Reader<'_> {
                 expired_when.body = w.get("body").and_then(|b| self.body_match(b, &join(&wpath, "body")));
             }
         }
-        Some(AuthDef { endpoint, token, expires_in, expired_when })
+        let account = self.string(map, "account", path, false).and_then(|raw| self.expr(&raw, &join(path, "account")));
+        Some(AuthDef { endpoint, token, expires_in, expired_when, account })
     }
 
     fn errors_map(&mut self, value: &Value, path: &str) -> ErrorMap {
@@ -366,6 +383,8 @@ impl Reader<'_> {
             "url",
             "extra",
             "modified_at",
+            "id_prefix",
+            "company_id",
         ];
         let Some(map) = self.object(value, path, &allowed) else { return ContactMap::default() };
         let p = |r: &mut Self, key: &str| r.pointer(map.get(key), &join(path, key));
@@ -396,7 +415,52 @@ impl Reader<'_> {
             url: self.string(map, "url", path, false).and_then(|raw| self.expr(&raw, &join(path, "url"))),
             extra,
             modified_at: p(self, "modified_at"),
+            company_id: p(self, "company_id"),
+            id_prefix: self
+                .string(map, "id_prefix", path, false)
+                .and_then(|raw| self.expr(&raw, &join(path, "id_prefix"))),
         }
+    }
+
+    fn card(&mut self, value: &Value, path: &str) -> CardMap {
+        let Some(map) = self.object(value, path, &["company", "owner", "figures"]) else { return CardMap::default() };
+        let company = map.get("company").and_then(|v| self.lookup(v, &join(path, "company"), &[]).map(|(l, _)| l));
+        let owner = map.get("owner").and_then(|v| self.lookup(v, &join(path, "owner"), &[]).map(|(l, _)| l));
+        let figures = self
+            .list(map, "figures", path)
+            .into_iter()
+            .filter_map(|(p, v)| {
+                let (lookup, figure) = self.lookup(v, &p, &["label"])?;
+                let label = self.string(figure, "label", &p, true)?;
+                Some(Figure { label, lookup })
+            })
+            .collect();
+        CardMap { company, owner, figures }
+    }
+
+    /// `{ endpoint, inputs: { NAME: /pointer }, value: /pointer | [/pointer, …] }` (plus `extra`
+    /// keys, returned for the caller to read).
+    fn lookup<'v>(&mut self, value: &'v Value, path: &str, extra: &[&str]) -> Option<(Lookup, &'v Map<String, Value>)> {
+        let allowed: Vec<&str> = ["endpoint", "inputs", "value"].iter().chain(extra).copied().collect();
+        let map = self.object(value, path, &allowed)?;
+        let endpoint = self.string(map, "endpoint", path, true)?;
+        let mut inputs = Vec::new();
+        match map.get("inputs") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(entries)) => {
+                for (name, pointer) in entries {
+                    if let Some(pointer) = self.pointer(Some(pointer), &join(&join(path, "inputs"), name)) {
+                        inputs.push((name.clone(), pointer));
+                    }
+                }
+            }
+            Some(_) => self.error(join(path, "inputs"), "must be an object of input name: /json/pointer"),
+        }
+        let value = self.pointers(map.get("value"), &join(path, "value"));
+        if value.is_empty() {
+            self.error(join(path, "value"), "is required: a JSON pointer (or a list of them) into the answer");
+        }
+        Some((Lookup { endpoint, inputs, value }, map))
     }
 
     fn activity(&mut self, value: &Value, path: &str) -> ActivityMap {
@@ -605,7 +669,8 @@ impl Reader<'_> {
     }
 
     fn param(&mut self, value: &Value, path: &str, hard: bool) -> Option<Param> {
-        let allowed = ["name", "kind", "value", "json", "of", "separator", "in", "type", "optional", "json_string"];
+        let allowed =
+            ["name", "kind", "value", "json", "of", "separator", "in", "type", "optional", "json_string", "dialect"];
         let map = self.object(value, path, &allowed)?;
         let name = self.string(map, "name", path, true)?;
         let kind = self.choice(
@@ -684,6 +749,10 @@ impl Reader<'_> {
         {
             self.error(join(path, "name"), format!("{name:?} is not a valid header name"));
         }
+        let dialect = self.choice(map, "dialect", path, &[("vtql", Dialect::Vtql)], "dialect");
+        if dialect.is_some() && !matches!(value, ParamValue::Expr(_)) {
+            self.error(join(path, "dialect"), "belongs to parameters with a text \"value\"");
+        }
         Some(Param {
             name,
             placement,
@@ -691,6 +760,7 @@ impl Reader<'_> {
             value_type,
             optional: self.boolean(map, "optional", path),
             as_json_string: self.boolean(map, "json_string", path),
+            dialect,
         })
     }
 
@@ -726,7 +796,7 @@ impl Reader<'_> {
     }
 
     fn pagination(&mut self, value: &Value, path: &str) -> Option<Pagination> {
-        let map = self.object(value, path, &["start", "step", "max_pages", "has_more"])?;
+        let map = self.object(value, path, &["start", "step", "max_pages", "has_more", "page_size"])?;
         let start = self.number(map, "start", path).unwrap_or(1);
         let step = self.number(map, "step", path).unwrap_or(1);
         if step == 0 || step > 100_000 {
@@ -736,11 +806,16 @@ impl Reader<'_> {
         if max_pages == 0 || max_pages > 1000 {
             self.error(join(path, "max_pages"), "must be between 1 and 1000");
         }
+        let page_size = self.number(map, "page_size", path);
+        if page_size.is_some_and(|n| n == 0 || n > 100_000) {
+            self.error(join(path, "page_size"), "must be between 1 and 100000");
+        }
         Some(Pagination {
             start: u32::try_from(start).unwrap_or(1),
             step: u32::try_from(step.clamp(1, 100_000)).unwrap_or(1),
             max_pages: u32::try_from(max_pages.clamp(1, 1000)).unwrap_or(20),
             has_more: self.pointer(map.get("has_more"), &join(path, "has_more")),
+            page_size: page_size.and_then(|n| u32::try_from(n.clamp(1, 100_000)).ok()),
         })
     }
 
@@ -778,6 +853,14 @@ impl Reader<'_> {
         }
 
         if let Some(auth) = &t.auth {
+            // The account names a lock key kept in the shared store: connection fields only,
+            // never a secret.
+            for r in auth.account.iter().flat_map(|e| e.references()) {
+                match &r.source {
+                    Source::Field(_) => self.check_field_reference("auth.account", &r.source, &field_names),
+                    other => self.error("auth.account", format!("cannot use {{{{{other}}}}} here; use field values")),
+                }
+            }
             match endpoints.get(auth.endpoint.as_str()) {
                 None => self.error("auth.endpoint", format!("references undefined endpoint {:?}", auth.endpoint)),
                 Some((_, e)) if e.kind != EndpointKind::Auth => {
@@ -860,8 +943,46 @@ impl Reader<'_> {
         if has(Trigger::CallLogComplete) && !has(Trigger::CallLogCreate) {
             self.error("endpoints", "call.log.complete needs a call.log.create endpoint too");
         }
+        // A company search serves the contact search: it finds companies, then their contacts.
+        if has(Trigger::CompanySearch) != has(Trigger::CompanyContacts) {
+            self.error("endpoints", "company.search and company.contacts work as a pair: add both, or neither");
+        }
+        if has(Trigger::CompanySearch) && !has(Trigger::ContactSearch) {
+            self.error("endpoints", "company.search extends contact.search; add a contact.search endpoint");
+        }
         if t.kind == TemplateType::Sms && !has(Trigger::SmsSend) {
             self.error("endpoints", "an sms template needs an endpoint with trigger sms.send");
+        }
+        for r in t.contact.id_prefix.iter().flat_map(|e| e.references()) {
+            match &r.source {
+                Source::Field(_) => self.check_field_reference("contact.id_prefix", &r.source, &field_names),
+                other => self.error("contact.id_prefix", format!("cannot use {{{{{other}}}}} here; use field values")),
+            }
+        }
+        let lookups = t.card.company.iter().map(|l| ("card.company".to_owned(), l));
+        let lookups = lookups.chain(t.card.owner.iter().map(|l| ("card.owner".to_owned(), l)));
+        let lookups =
+            lookups.chain(t.card.figures.iter().enumerate().map(|(i, f)| (format!("card.figures[{i}]"), &f.lookup)));
+        for (path, lookup) in lookups {
+            match endpoints.get(lookup.endpoint.as_str()) {
+                None => {
+                    self.error(join(&path, "endpoint"), format!("references undefined endpoint {:?}", lookup.endpoint))
+                }
+                // A card only reads.
+                Some((_, e)) if e.kind != EndpointKind::GetData => {
+                    self.error(join(&path, "endpoint"), format!("{:?} is not a get_data endpoint", lookup.endpoint))
+                }
+                Some((_, e)) => {
+                    for (name, _) in &lookup.inputs {
+                        if let Some(trigger) = e.trigger.filter(|t| !t.inputs().contains(&name.as_str())) {
+                            self.error(
+                                join(&join(&path, "inputs"), name),
+                                format!("{} supplies no input.{name}", trigger.as_str()),
+                            );
+                        }
+                    }
+                }
+            }
         }
         if let Some(url) = &t.contact.url {
             for r in url.references() {
@@ -884,7 +1005,9 @@ impl Reader<'_> {
             Trigger::ContactSearch
             | Trigger::ContactFindByPhone
             | Trigger::ContactActivities
-            | Trigger::ContactChanges => endpoint.response.records.is_none().then_some("response.records"),
+            | Trigger::ContactChanges
+            | Trigger::CompanySearch
+            | Trigger::CompanyContacts => endpoint.response.records.is_none().then_some("response.records"),
             Trigger::NoteCreate | Trigger::TicketCreate | Trigger::CallLogCreate => {
                 endpoint.response.id.is_none().then_some("response.id")
             }
@@ -895,10 +1018,22 @@ impl Reader<'_> {
         if let Some(needs) = needs {
             self.error(format!("{path}.response"), format!("{} needs {needs}", trigger.as_str()));
         }
-        let contact_triggers =
-            [Trigger::ContactSearch, Trigger::ContactFindByPhone, Trigger::ContactGet, Trigger::ContactChanges];
+        let contact_triggers = [
+            Trigger::ContactSearch,
+            Trigger::ContactFindByPhone,
+            Trigger::ContactGet,
+            Trigger::ContactChanges,
+            Trigger::CompanyContacts,
+        ];
         if contact_triggers.contains(&trigger) && t.contact.id.is_none() {
             self.error("contact.id", format!("{} needs the contact mapping's id", trigger.as_str()));
+        }
+        if trigger == Trigger::CompanySearch {
+            for (key, pointer) in [("company.id", &t.company.id), ("company.name", &t.company.name)] {
+                if pointer.is_none() {
+                    self.error(key, "company.search needs the company mapping's id and name");
+                }
+            }
         }
     }
 

@@ -40,6 +40,62 @@ fn shipped_templates_parse() {
 }
 
 #[test]
+fn vtql_parameters_that_group_conditions_are_warned_about() {
+    let vtiger = check(include_str!("../../../../templates/vtiger.yaml")).unwrap();
+    assert_eq!(warnings(&vtiger), [], "the shipped Vtiger template writes flat VTQL");
+    let grouped = MINIMAL.replace(
+        "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+        "      - name: q\n        kind: query\n        dialect: vtql\n        value: \"SELECT * FROM Contacts WHERE (lastname LIKE {{input.query | vtql_like}}) OR id IN ('12x1');\"",
+    );
+    let listed: Vec<String> = warnings(&check(&grouped).unwrap()).iter().map(ToString::to_string).collect();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert!(
+        listed[0].starts_with("endpoints[0]: parameter \"q\" (search): VTQL has no grouping parentheses"),
+        "{listed:#?}"
+    );
+    let undeclared = grouped.replace("        dialect: vtql\n", "");
+    assert_eq!(warnings(&check(&undeclared).unwrap()), [], "only declared VTQL is read as VTQL");
+    let errors = check(&grouped.replace("dialect: vtql", "dialect: sql")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("unknown dialect \"sql\"; expected one of vtql")), "{errors:#?}");
+}
+
+#[test]
+fn card_lookups_read_through_get_data_endpoints() {
+    let vtiger = include_str!("../../../../templates/vtiger.yaml");
+    let errors = check(&vtiger.replace("endpoint: open-tickets", "endpoint: add-note")).unwrap_err();
+    assert!(
+        errors.contains(&"card.figures[0].endpoint: \"add-note\" is not a get_data endpoint".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace("endpoint: open-tickets", "endpoint: nope")).unwrap_err();
+    assert!(
+        errors.contains(&"card.figures[0].endpoint: references undefined endpoint \"nope\"".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace("inputs: { id: /account_id }", "inputs: { account: /account_id }")).unwrap_err();
+    assert!(
+        errors.contains(&"card.company.inputs.account: contact.get supplies no input.account".to_owned()),
+        "{errors:#?}"
+    );
+    let errors = check(&vtiger.replace(", value: /result/accountname", "")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("card.company.value: is required")), "{errors:#?}");
+    let errors = check(&vtiger.replace("id_prefix: 12x", "id_prefix: \"{{credential.access_key}}\"")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("contact.id_prefix: cannot use")), "{errors:#?}");
+}
+
+#[test]
+fn company_search_needs_its_pair_and_mapping() {
+    let vtiger = include_str!("../../../../templates/vtiger.yaml");
+    let errors = check(&vtiger.replace("trigger: company.contacts", "trigger: ~")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("company.search and company.contacts work as a pair")), "{errors:#?}");
+    let errors = check(&vtiger.replace("  name: /accountname\n", "")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("company.name: company.search needs")), "{errors:#?}");
+    let errors =
+        check(&vtiger.replace("{{input.company_ids | vtql_list}}", "{{input.query | vtql_list}}")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("company.contacts supplies no input.query")), "{errors:#?}");
+}
+
+#[test]
 fn json_templates_parse_too() {
     let yaml: serde_json::Value = serde_saphyr::from_str(MINIMAL).unwrap();
     check(&yaml.to_string()).unwrap();
@@ -122,6 +178,29 @@ fn auth_chain_cycles_are_refused() {
     let errors = check(CHAIN).unwrap_err();
     assert!(errors.iter().any(|e| e.contains("auth chain cycle: challenge → login → challenge")), "{errors:#?}");
     check(&CHAIN.replace("    after: login\n", "")).unwrap();
+}
+
+#[test]
+fn the_login_account_comes_from_fields_only() {
+    let source = CHAIN
+        .replace("    after: login\n", "")
+        .replace("fields: [{ name: key, secret: true }]", "fields: [{ name: key, secret: true }, { name: user }]");
+    check(&source.replace(
+        "token: \"{{steps.login.session}}\"",
+        "token: \"{{steps.login.session}}\", account: \"{{field.user}}\"",
+    ))
+    .unwrap();
+    for (account, error) in [
+        ("{{credential.key}}", "auth.account: cannot use {{credential.key}} here; use field values"),
+        ("{{field.usr}}", "auth.account: references undefined field \"usr\""),
+    ] {
+        let errors = check(&source.replace(
+            "token: \"{{steps.login.session}}\"",
+            &format!("token: \"{{{{steps.login.session}}}}\", account: \"{account}\""),
+        ))
+        .unwrap_err();
+        assert!(errors.contains(&error.to_owned()), "{errors:#?}");
+    }
 }
 
 #[test]

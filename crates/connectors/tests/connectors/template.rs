@@ -10,9 +10,11 @@ use crmhub_connectors::http::{
     AddressPolicy, CallContext, HttpClient, Lane, OutboundMetrics, OutboundPolicy, RateSpec,
 };
 use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnector};
-use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, Crm, CrmError};
+use crmhub_connectors::{ConnectionSpec, Connectors};
+use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError};
+use crmhub_core::phone::PhoneNumber;
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
-use crmhub_core::{ConnectionId, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
+use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
 use serde_json::{Map, json};
 
@@ -98,7 +100,7 @@ async fn the_vtiger_template_logs_in_again_once_when_the_session_dies() {
 }
 
 #[tokio::test]
-async fn the_vtiger_template_revises_call_logs_and_runs_registered_operations() {
+async fn the_vtiger_template_revises_call_logs() {
     let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
     let contact = sim.insert_record("Contacts", [("firstname", "Call"), ("lastname", "Me")]);
     let crm =
@@ -126,18 +128,211 @@ async fn the_vtiger_template_revises_call_logs_and_runs_registered_operations() 
     assert_eq!((event["eventstatus"].as_str(), event["time_end"].as_str()), ("Held", "08:02:05"), "revised: {event:?}");
     assert_eq!(sim.records("Events").len(), 1);
 
-    let inputs = BTreeMap::from([
-        ("strings".to_owned(), "[\"SINGLE_Contacts\"]".to_owned()),
-        ("language".to_owned(), "ru_ru".to_owned()),
-        ("module".to_owned(), "Contacts".to_owned()),
-    ]);
-    let translated = crm.invoke("translate", &inputs).await.unwrap();
-    assert_eq!(translated["result"]["SINGLE_Contacts"], "Контакт");
+    let inputs = BTreeMap::from([("module".to_owned(), "Contacts".to_owned())]);
     assert!(
         matches!(crm.invoke("login", &inputs).await, Err(CrmError::Validation { .. })),
         "auth steps are not callable"
     );
     assert!(matches!(crm.invoke("nope", &inputs).await, Err(CrmError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn a_short_page_is_the_last_one_read() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Only"), ("lastname", "One"), ("mobile", "0912 345 678")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let phone = PhoneNumber::parse("+84912345678", None).unwrap();
+    assert_eq!(crm.find_by_phone(&phone).await.unwrap().len(), 1);
+    assert_eq!(sim.operation_count("query"), 1, "one page of fewer than 100 rows is the whole answer");
+    for i in 0..149 {
+        sim.insert_record(
+            "Contacts",
+            [("firstname", "Many"), ("lastname", &format!("Same{i}")), ("mobile", "0912345678")],
+        );
+    }
+    assert_eq!(crm.find_by_phone(&phone).await.unwrap().len(), 150);
+    assert_eq!(sim.operation_count("query"), 3, "a full page of 100, then a short one of 50");
+}
+
+#[tokio::test]
+async fn a_paginated_endpoint_run_by_name_reads_its_first_page() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let red = sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let inputs = BTreeMap::from([("query".to_owned(), "red".to_owned())]);
+    let answer = crm.invoke("search", &inputs).await.unwrap();
+    let ids: Vec<&str> = answer["result"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, [red.as_str()], "{answer}");
+}
+
+#[tokio::test]
+async fn the_shipped_run_by_name_example_works_on_a_stock_install() {
+    // A stock 8.2 has no registered operations beyond the built-ins.
+    let sim =
+        spawn(VtigerSimOptions { admin_access_key: KEY.into(), gettranslation: false, ..Default::default() }).await;
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let inputs = BTreeMap::from([("module".to_owned(), "Contacts".to_owned())]);
+    let described = crm.invoke("describe", &inputs).await.unwrap();
+    assert_eq!(
+        (described["result"]["name"].as_str(), described["result"]["idPrefix"].as_str()),
+        (Some("Contacts"), Some("12"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_and_template_connections_for_one_user_share_the_login_lock() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
+    let connectors = Connectors::new(http(Arc::default()), SharedAuth::new(Arc::new(MemoryAuthState::default())));
+    let host = Host::parse(&sim.base_url()).unwrap();
+    let fields = json!({"username": "admin"});
+    let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+    let template = load(VTIGER);
+    let spec = |kind, template| ConnectionSpec {
+        tenant: TenantId::new(),
+        id: ConnectionId::new(),
+        kind,
+        host: &host,
+        fields: fields.as_object().unwrap(),
+        credentials: &credentials,
+        region: None,
+        template,
+    };
+    let native = connectors.crm(spec(&ConnectorKind::Vtiger, None), Lane::Interactive).unwrap();
+    let kind = ConnectorKind::Template("vtiger".into());
+    let templated = connectors.crm(spec(&kind, Some((&template, 1))), Lane::Interactive).unwrap();
+    for round in 0..20 {
+        sim.invalidate_sessions();
+        // Each side's re-login asks for a challenge; Vtiger keeps one per user, so a login
+        // interleaved with the other side's challenge would be refused.
+        let searches = (0..3).flat_map(|_| [native.search_contacts("red", 5), templated.search_contacts("red", 5)]);
+        for result in futures_util::future::join_all(searches).await {
+            assert_eq!(result.map(|r| r.len()), Ok(1), "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_triggered_endpoint_run_by_name_keeps_its_trigger_rules() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let gone = sim.insert_record("Contacts", [("firstname", "Gone"), ("lastname", "Soon")]);
+    sim.delete_record(&gone);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    let inputs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let err = crm.invoke("create-contact", &inputs(&[("last_name", "Mail"), ("email", "not-an-email")])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "email"), "{err:?}");
+    let err = crm.invoke("create-contact", &inputs(&[("first_name", "No")])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "last_name"), "{err:?}");
+    assert_eq!(sim.records("Contacts").len(), 0, "nothing was created");
+
+    let err = crm.invoke("add-note", &inputs(&[("contact_id", &gone), ("body", "orphan?")])).await;
+    assert!(matches!(err, Err(CrmError::NotFound { .. })), "{err:?}");
+    let err = crm.invoke("create-ticket", &inputs(&[("contact_id", &gone), ("title", "orphan?")])).await;
+    assert!(matches!(err, Err(CrmError::NotFound { .. })), "{err:?}");
+    let err = crm.invoke("log-call", &inputs(&[("call_id", "c1"), ("contact_id", &gone)])).await;
+    assert!(matches!(&err, Err(CrmError::Validation { field, .. }) if field == "endpoint"), "{err:?}");
+    assert!(
+        sim.records("ModComments").is_empty() && sim.records("HelpDesk").is_empty() && sim.records("Events").is_empty()
+    );
+
+    let alive = sim.insert_record("Contacts", [("firstname", "Still"), ("lastname", "Here")]);
+    let created = crm.invoke("add-note", &inputs(&[("contact_id", &alive), ("body", "by name")])).await.unwrap();
+    assert_eq!(sim.record(created["result"]["id"].as_str().unwrap()).unwrap()["related_to"], alive);
+}
+
+#[tokio::test]
+async fn the_vtiger_template_card_matches_the_native_card() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let account = sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    let contact = sim.insert_record(
+        "Contacts",
+        [("firstname", "Wile"), ("lastname", "Coyote"), ("account_id", account.as_str()), ("assigned_user_id", "19x1")],
+    );
+    let ticket = |status| {
+        sim.insert_record(
+            "HelpDesk",
+            [
+                ("ticket_title", "Rocket"),
+                ("ticketpriorities", "High"),
+                ("ticketstatus", status),
+                ("contact_id", &contact),
+            ],
+        )
+    };
+    let (open, _) = (ticket("Open"), ticket("Closed"));
+    ticket("In Progress");
+    let connectors = Connectors::new(http(Arc::default()), SharedAuth::new(Arc::new(MemoryAuthState::default())));
+    let host = Host::parse(&sim.base_url()).unwrap();
+    let fields = json!({"username": "admin"});
+    let credentials: Credentials = [("access_key".to_owned(), Secret::new(KEY))].into_iter().collect();
+    let template = load(VTIGER);
+    let spec = |kind, template| ConnectionSpec {
+        tenant: TenantId::new(),
+        id: ConnectionId::new(),
+        kind,
+        host: &host,
+        fields: fields.as_object().unwrap(),
+        credentials: &credentials,
+        region: None,
+        template,
+    };
+    let native = connectors.crm(spec(&ConnectorKind::Vtiger, None), Lane::Interactive).unwrap();
+    let kind = ConnectorKind::Template("vtiger".into());
+    let templated = connectors.crm(spec(&kind, Some((&template, 1))), Lane::Interactive).unwrap();
+
+    let options = CardOptions::default();
+    let (want, got) = (
+        native.contact_card(&contact, &options).await.unwrap(),
+        templated.contact_card(&contact, &options).await.unwrap(),
+    );
+    assert_eq!(got.display_name, want.display_name);
+    assert_eq!(got.company.as_deref(), Some("Acme Ltd"));
+    assert_eq!(got.company, want.company);
+    assert_eq!(got.owner, want.owner);
+    assert!(got.owner.is_some());
+    assert_eq!(got.figures, want.figures, "Open tickets");
+    assert_eq!(got.figures[0].value, "2");
+    assert_eq!(got.record_url, want.record_url);
+    assert!(
+        got.record_url.unwrap().ends_with(&format!(
+            "/index.php?module=Contacts&view=Detail&record={}",
+            contact.split_once('x').unwrap().1
+        ))
+    );
+
+    for other in [&account, &open] {
+        let err = templated.contact_card(other, &options).await.unwrap_err();
+        assert!(matches!(err, CrmError::NotFound { .. }), "{other}: {err:?}");
+        assert!(matches!(native.contact_card(other, &options).await, Err(CrmError::NotFound { .. })));
+    }
+}
+
+#[tokio::test]
+async fn searching_an_account_name_finds_its_contacts() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let acme = sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    sim.insert_record("Accounts", [("accountname", "Acme Holdings")]);
+    let wile = sim.insert_record(
+        "Contacts",
+        [("firstname", "Wile"), ("lastname", "Coyote"), ("email", "wile@example.org"), ("account_id", acme.as_str())],
+    );
+    sim.insert_record("Contacts", [("firstname", "Road"), ("lastname", "Runner")]);
+    let crm =
+        connector(load(VTIGER), &sim.base_url(), json!({"username": "admin"}), &[("access_key", KEY)], Arc::default());
+    for term in ["Acme", "acme ltd"] {
+        let found = crm.search_contacts(term, 10).await.unwrap();
+        assert_eq!(found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [wile.as_str()], "{term}");
+        assert_eq!(found[0].company.as_deref(), Some("Acme Ltd"));
+    }
+    assert_eq!(sim.operation_count("query"), 6, "contacts, accounts, the accounts' contacts: per search");
+    assert!(crm.search_contacts("zz-nobody", 10).await.unwrap().is_empty());
+    assert_eq!(sim.operation_count("query"), 8, "no account matched: no third query");
 }
 
 #[tokio::test]
