@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod conformance;
 pub mod http;
+mod masked;
 pub mod template;
 pub mod vtiger;
 
@@ -61,10 +62,12 @@ impl Connectors {
     }
 
     /// The CRM behind `spec`. `lane` decides whether its calls wait behind interactive ones.
+    /// Its errors carry none of the connection's credentials or sessions.
     pub fn crm(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn Crm>, CrmError> {
         let ctx = context(&spec, lane);
-        match spec.kind {
-            ConnectorKind::Vtiger => Ok(Arc::new(vtiger::Vtiger::new(
+        let secrets = ctx.secrets.clone();
+        let crm: Arc<dyn Crm> = match spec.kind {
+            ConnectorKind::Vtiger => Arc::new(vtiger::Vtiger::new(
                 self.http.clone(),
                 self.auth.clone(),
                 ctx,
@@ -72,22 +75,25 @@ impl Connectors {
                 spec.fields,
                 spec.credentials,
                 spec.region,
-            )?)),
-            ConnectorKind::Template(_) => Ok(self.template(spec, ctx)?),
-            other => Err(unavailable(other)),
-        }
+            )?),
+            ConnectorKind::Template(_) => self.template(spec, ctx)?,
+            other => return Err(unavailable(other)),
+        };
+        Ok(Arc::new(masked::Masked::new(crm, secrets)))
     }
 
     /// The SMS provider behind an `sms` template connection.
     pub fn sms(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<dyn SmsSender>, CrmError> {
         let ctx = context(&spec, lane);
+        let secrets = ctx.secrets.clone();
         match spec.kind {
-            ConnectorKind::Template(_) => Ok(self.template(spec, ctx)?),
+            ConnectorKind::Template(_) => Ok(Arc::new(masked::Masked::new(self.template(spec, ctx)?, secrets))),
             other => Err(CrmError::validation("kind", format!("a {other} connection cannot send SMS"))),
         }
     }
 
-    /// The template connector itself, for running a template's own endpoints by name.
+    /// The template connector itself, for running a template's own endpoints by name (whose
+    /// errors it masks itself).
     pub fn template_connector(
         &self,
         spec: ConnectionSpec<'_>,

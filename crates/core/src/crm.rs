@@ -95,6 +95,20 @@ pub enum CrmError {
 }
 
 impl CrmError {
+    /// The same error with `f` applied to every text it carries (to mask secrets, say).
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
+        match self {
+            Self::NotFound { what } => Self::NotFound { what: f(&what) },
+            Self::Validation { field, message } => Self::Validation { field: f(&field), message: f(&message) },
+            Self::AuthFailed(m) => Self::AuthFailed(f(&m)),
+            Self::Unavailable(m) => Self::Unavailable(f(&m)),
+            Self::Remote { code, message } => Self::Remote { code: f(&code), message: f(&message) },
+            Self::Protocol(m) => Self::Protocol(f(&m)),
+            Self::Blocked(m) => Self::Blocked(f(&m)),
+            other @ (Self::Unsupported { .. } | Self::RateLimited { .. }) => other,
+        }
+    }
+
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation { field: field.into(), message: message.into() }
     }
@@ -331,6 +345,10 @@ pub struct ChangePage {
 pub struct ConnectionCheck {
     /// What the CRM says about itself (`Vtiger 8.2.0`, the logged-in user, …).
     pub details: Vec<LabeledValue>,
+    /// Why nothing could be checked, when the connector had no request that reaches the CRM
+    /// (a template with no auth chain, check or search endpoint). A test that sent nothing
+    /// must not pass for one that worked.
+    pub unverified: Option<String>,
 }
 
 #[async_trait::async_trait]

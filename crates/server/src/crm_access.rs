@@ -8,7 +8,7 @@ use crmhub_connectors::http::{AddressPolicy, Lane};
 use crmhub_connectors::template::{Template, TemplateConnector};
 use crmhub_connectors::{ConnectionSpec, Connectors};
 use crmhub_core::Credentials;
-use crmhub_core::crm::{Capability, Crm, CrmError, LabeledValue, SmsSender};
+use crmhub_core::crm::{Capability, ConnectionCheck, Crm, CrmError, LabeledValue, SmsSender};
 use crmhub_core::{ConnectionId, ConnectionStatus, ConnectorKind, UnixMillis};
 
 use crate::templates::TemplateRegistry;
@@ -146,12 +146,17 @@ pub async fn check(
 ) -> Result<CheckReport, crmhub_store::StoreError> {
     let connections = store.connections(tenant.id);
     let outcome = match registry.crm(store, connectors, tenant, connection, Lane::Interactive).await {
-        Ok(crm) => crm.check().await.map(|check| (crm.capabilities().to_vec(), check.details)),
+        Ok(crm) => crm.check().await.map(|check| (crm.capabilities().to_vec(), check)),
         Err(AccessError::Crm(e)) => Err(e),
         Err(AccessError::Store(e)) => return Err(e),
     };
     match outcome {
-        Ok((capabilities, details)) => {
+        // Nothing could be sent: not a pass, and not the CRM's failure either.
+        Ok((capabilities, ConnectionCheck { details, unverified: Some(reason) })) => {
+            let status = connection.status;
+            Ok(CheckReport { ok: false, capabilities, details, status, error: Some(format!("not checked: {reason}")) })
+        }
+        Ok((capabilities, ConnectionCheck { details, unverified: None })) => {
             if connection.status != ConnectionStatus::Disabled {
                 connections.set_status(connection.id, ConnectionStatus::Active, None).await?;
             }

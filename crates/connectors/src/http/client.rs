@@ -29,13 +29,15 @@ pub struct CallContext {
     /// This connection's own budget, when it differs from the policy default (Kommo allows
     /// 7 requests per second, say).
     pub rate: Option<RateSpec>,
-    /// Values to mask in the log wherever they appear (credentials, session ids, tokens).
-    pub redact: Vec<Secret>,
+    /// Values to mask wherever they appear — in the request log, and in every error that
+    /// leaves the connector (credentials, session ids, tokens). Shared by the clones of one
+    /// connector's context, so a session learnt on one call is masked on all.
+    pub secrets: KnownSecrets,
 }
 
 impl CallContext {
     pub fn new(connector: &'static str, lane: Lane) -> Self {
-        Self { owner: None, connector, lane, rate: None, redact: Vec::new() }
+        Self { owner: None, connector, lane, rate: None, secrets: KnownSecrets::default() }
     }
 
     pub fn for_connection(mut self, tenant: TenantId, connection: ConnectionId) -> Self {
@@ -43,9 +45,62 @@ impl CallContext {
         self
     }
 
-    pub fn redacting(mut self, values: impl IntoIterator<Item = Secret>) -> Self {
-        self.redact.extend(values);
+    /// Adds long-lived values (a connection's credentials) to the masked set.
+    pub fn redacting(self, values: impl IntoIterator<Item = Secret>) -> Self {
+        self.secrets.add_credentials(values);
         self
+    }
+}
+
+/// How many short-lived values (sessions, tokens) one connector remembers to mask: the current
+/// ones and a few before them, which may still appear in a late error.
+const REMEMBERED_SESSIONS: usize = 8;
+
+/// The secrets of one connector: its credentials, and the sessions it has used lately.
+#[derive(Debug, Clone, Default)]
+pub struct KnownSecrets(Arc<std::sync::Mutex<SecretLists>>);
+
+#[derive(Debug, Default)]
+struct SecretLists {
+    credentials: Vec<Secret>,
+    sessions: std::collections::VecDeque<Secret>,
+}
+
+impl KnownSecrets {
+    fn lists(&self) -> std::sync::MutexGuard<'_, SecretLists> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_credentials(&self, values: impl IntoIterator<Item = Secret>) {
+        let mut lists = self.lists();
+        for value in values {
+            if !lists.credentials.contains(&value) {
+                lists.credentials.push(value);
+            }
+        }
+    }
+
+    /// A session or token the connector now uses.
+    pub fn remember_session(&self, value: &Secret) {
+        let mut lists = self.lists();
+        if lists.sessions.contains(value) {
+            return;
+        }
+        if lists.sessions.len() == REMEMBERED_SESSIONS {
+            lists.sessions.pop_front();
+        }
+        lists.sessions.push_back(value.clone());
+    }
+
+    pub fn redactor(&self) -> Redactor {
+        let lists = self.lists();
+        Redactor::new(lists.credentials.iter().chain(&lists.sessions).cloned())
+    }
+
+    /// The error with every known secret masked in its text.
+    pub fn redact_error(&self, error: crmhub_core::crm::CrmError) -> crmhub_core::crm::CrmError {
+        let redactor = self.redactor();
+        error.map_text(|text| redactor.text(text))
     }
 }
 
@@ -248,7 +303,7 @@ impl HttpClient {
     /// Sends `request` under the policy: redirects are followed by hand so that every hop is
     /// checked, and safe failures are retried (honouring `Retry-After`).
     pub async fn send(&self, ctx: &CallContext, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
-        let redactor = Redactor::new(ctx.redact.iter().cloned());
+        let redactor = ctx.secrets.redactor();
         let mut attempt = 0u32;
         loop {
             attempt += 1;

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 pub use address::{AddressPolicy, AddressRefused};
 pub use budget::{Lane, RateSpec};
-pub use client::{CallContext, HttpClient, OutboundError, OutboundRequest, OutboundResponse, RequestBody, RetryMode};
+pub use client::{
+    CallContext, HttpClient, KnownSecrets, OutboundError, OutboundRequest, OutboundResponse, RequestBody, RetryMode,
+};
 pub use metrics::OutboundMetrics;
 pub use redact::{Redactor, is_sensitive_name};
 pub use reqwest::header::{self, HeaderMap, HeaderValue};

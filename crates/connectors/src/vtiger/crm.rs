@@ -151,6 +151,7 @@ impl Vtiger {
             Err(CrmError::NotFound { .. }) => Ok(None),
             Err(e @ CrmError::AuthFailed(_)) => Err(e),
             Err(e) => {
+                let e = self.ctx.secrets.redact_error(e);
                 tracing::warn!(part, error = %e, "a contact card goes out without this part");
                 self.http.metrics().card_part_missing("vtiger", part);
                 Ok(None)
@@ -246,7 +247,7 @@ impl Crm for Vtiger {
         if let Some(version) = session.version {
             details.insert(0, LabeledValue::new("vtiger version", version));
         }
-        Ok(ConnectionCheck { details })
+        Ok(ConnectionCheck { details, unverified: None })
     }
 
     async fn search_contacts(&self, query: &str, limit: usize) -> Result<Vec<ContactSummary>, CrmError> {

@@ -195,9 +195,8 @@ impl Vtiger {
             pairs.push(("sessionName", session.name.expose()));
         }
         pairs.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut ctx = self.ctx.clone();
         if let Some(session) = session {
-            ctx = ctx.redacting([session.name.clone()]);
+            self.ctx.secrets.remember_session(&session.name);
         }
         let request = match method {
             Method::Get => {
@@ -207,7 +206,7 @@ impl Vtiger {
             }
             Method::Post => OutboundRequest::post(self.endpoint.clone(), RequestBody::form(&pairs)),
         };
-        let response = self.http.send(&ctx, request).await.map_err(CrmError::from)?;
+        let response = self.http.send(&self.ctx, request).await.map_err(CrmError::from)?;
         if response.status == StatusCode::INTERNAL_SERVER_ERROR && response.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Answer::EmptyServerError);
         }
