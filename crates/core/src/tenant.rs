@@ -61,19 +61,88 @@ impl TenantName {
     }
 }
 
+/// A tenant's `settings`: only documented keys, within a size bound. Channel configuration is
+/// not among them — each channel keeps its own, behind its own API — so a tenant update can
+/// never switch a channel off or slip past its validation.
+///
+/// Documented keys: `metadata`, an object of the operator's own labels (string values: an
+/// account manager, a contract number), at most 32 of them.
+pub fn tenant_settings(
+    settings: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, FieldError> {
+    const MAX_BYTES: usize = 8 * 1024;
+    const MAX_LABELS: usize = 32;
+    for (key, value) in &settings {
+        match key.as_str() {
+            "metadata" => {
+                let serde_json::Value::Object(labels) = value else {
+                    return Err(FieldError::new("settings.metadata", "must be an object of text labels"));
+                };
+                if labels.len() > MAX_LABELS {
+                    return Err(FieldError::new("settings.metadata", format!("holds at most {MAX_LABELS} labels")));
+                }
+                for (label, text) in labels {
+                    if label.is_empty() || label.chars().count() > 64 || !text.is_string() {
+                        return Err(FieldError::new(
+                            format!("settings.metadata.{label}"),
+                            "labels are 1–64 characters with a text value",
+                        ));
+                    }
+                }
+            }
+            "social_inbox" => {
+                return Err(FieldError::new(
+                    "settings.social_inbox",
+                    "channel settings are not tenant settings: use PUT /admin/v1/tenants/{slug}/channels/social-inbox",
+                ));
+            }
+            other => {
+                return Err(FieldError::new(
+                    format!("settings.{other}"),
+                    "is not a tenant setting (documented keys: metadata)",
+                ));
+            }
+        }
+    }
+    if serde_json::Value::Object(settings.clone()).to_string().len() > MAX_BYTES {
+        return Err(FieldError::new("settings", format!("must be at most {MAX_BYTES} bytes of JSON")));
+    }
+    Ok(settings)
+}
+
 /// ISO 3166-1 alpha-2 region used to read phone numbers written without a country code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PhoneRegion([u8; 2]);
 
+/// The officially assigned ISO 3166-1 alpha-2 codes, sorted, plus `XK` (Kosovo), which phone
+/// numbering plans use although ISO has not assigned it.
+const REGION_CODES: &[&str] = &[
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB", "BD",
+    "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY", "BZ", "CA",
+    "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE",
+    "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA",
+    "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK",
+    "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM", "JO", "JP",
+    "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT",
+    "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK", "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS",
+    "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ",
+    "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS",
+    "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST",
+    "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW",
+    "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA",
+    "ZM", "ZW",
+];
+
 impl PhoneRegion {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let upper = raw.trim().to_ascii_uppercase();
+        let known = upper == "XK" || REGION_CODES.binary_search(&upper.as_str()).is_ok();
         match upper.as_bytes() {
-            [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Ok(Self([*a, *b])),
+            [a, b] if known => Ok(Self([*a, *b])),
             _ => Err(FieldError::new(
                 "phone_region",
-                format!("must be a two-letter ISO 3166 country code such as \"US\" or \"VN\" (got {raw:?})"),
+                format!("must be an ISO 3166 country code such as \"US\" or \"VN\" (got {raw:?})"),
             )),
         }
     }
@@ -153,5 +222,22 @@ mod tests {
         assert_eq!(PhoneRegion::parse("vn").unwrap().as_str(), "VN");
         assert!(PhoneRegion::parse("VNM").is_err());
         assert!(PhoneRegion::parse("1A").is_err());
+        // Two letters are not enough: the code must be a real region.
+        assert!(PhoneRegion::parse("XX").is_err());
+        assert!(PhoneRegion::parse("ZZ").is_err());
+        assert_eq!(PhoneRegion::parse("xk").unwrap().as_str(), "XK");
+        assert!(REGION_CODES.windows(2).all(|w| w[0] < w[1]), "sorted, for the binary search");
+    }
+
+    #[test]
+    fn tenant_settings_take_documented_keys_only() {
+        let settings = |v: serde_json::Value| tenant_settings(v.as_object().unwrap().clone());
+        assert!(settings(serde_json::json!({"metadata": {"account manager": "Lan"}})).is_ok());
+        assert_eq!(settings(serde_json::json!({"social_inbox": {}})).unwrap_err().field, "settings.social_inbox");
+        assert_eq!(settings(serde_json::json!({"colour": "red"})).unwrap_err().field, "settings.colour");
+        assert_eq!(settings(serde_json::json!({"metadata": {"n": 1}})).unwrap_err().field, "settings.metadata.n");
+        let big: serde_json::Map<String, serde_json::Value> =
+            (0..20).map(|i| (format!("k{i}"), serde_json::Value::String("x".repeat(500)))).collect();
+        assert_eq!(settings(serde_json::json!({"metadata": big})).unwrap_err().field, "settings");
     }
 }

@@ -172,7 +172,8 @@ pub async fn run(settings: &Settings, store: Store, command: ChannelCommand) -> 
 /// Prints a URL signed with the endpoint's current secret, expiring `ttl` seconds from now.
 pub async fn sign(settings: &Settings, store: Store, args: SignArgs) -> anyhow::Result<()> {
     let tenant = tenant(&store, &args.tenant).await?;
-    let channel = ChannelSettings::of(&tenant)?
+    let channel = ChannelSettings::load(&store, &tenant)
+        .await?
         .with_context(|| format!("the social inbox is not configured for tenant {}", tenant.slug))?;
     let (endpoint, mut params) = match (&args.search, &args.iframe) {
         (Some(term), _) => (Endpoint::Search, vec![("q".to_owned(), term.clone())]),

@@ -39,7 +39,7 @@ impl TryFrom<CreateTenant> for NewTenant {
             slug: TenantSlug::parse(&body.slug)?,
             name: TenantName::parse(&body.name)?,
             phone_region: body.phone_region.as_deref().map(PhoneRegion::parse).transpose()?,
-            settings: body.settings,
+            settings: crmhub_core::tenant::tenant_settings(body.settings)?,
         })
     }
 }
@@ -91,7 +91,7 @@ async fn update(
     let update = TenantUpdate {
         name: body.name.as_deref().map(TenantName::parse).transpose()?,
         phone_region: body.phone_region.map(|r| r.as_deref().map(PhoneRegion::parse).transpose()).transpose()?,
-        settings: body.settings,
+        settings: body.settings.map(crmhub_core::tenant::tenant_settings).transpose()?,
     };
     Ok(Json(state.store.tenants().update(id, update).await?))
 }

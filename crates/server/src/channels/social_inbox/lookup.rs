@@ -19,7 +19,7 @@ use crmhub_store::tenants::Tenant;
 use crmhub_store::{Store, StoreError};
 
 use super::Endpoint;
-use super::settings::ChannelSettings;
+use super::settings::{ChannelSettings, ConfigureError};
 use crate::crm_access::AccessError;
 use crate::state::AppState;
 
@@ -113,10 +113,11 @@ impl ChannelCache {
 async fn load(store: &Store, slug: &str) -> Result<Option<Channel>, StoreError> {
     let Ok(slug) = TenantSlug::parse(slug) else { return Ok(None) };
     let Some(tenant) = store.tenants().find_by_slug(&slug).await? else { return Ok(None) };
-    let settings = match ChannelSettings::of(&tenant) {
+    let settings = match ChannelSettings::load(store, &tenant).await {
         Ok(Some(settings)) => settings,
         Ok(None) => return Ok(None),
-        Err(e) => {
+        Err(ConfigureError::Store(e)) => return Err(e),
+        Err(ConfigureError::Invalid(e)) => {
             tracing::warn!(tenant = %slug, error = %e, "the social inbox settings are invalid; the channel is off");
             return Ok(None);
         }

@@ -1,6 +1,7 @@
 //! The channel's per-tenant configuration: which connection it searches, how long a signed URL
 //! may live, which origins may frame the card, and the signing secrets. Non-secret settings live
-//! in the tenant's `settings.social_inbox`; the secrets are tenant secrets sealed in the vault
+//! in the channel's own settings row (`social_inbox`), which only this channel's API reaches;
+//! the secrets are tenant secrets sealed in the vault
 //! (purposes `social_inbox.search` and `social_inbox.iframe`). Shared by the admin API, the
 //! CLI and the demo so that all three accept and refuse the same things.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use crmhub_core::signing::Policy;
 use crmhub_core::{ConnectionId, FieldError, Secret, TenantSlug, UnixMillis};
-use crmhub_store::tenants::{Tenant, TenantUpdate};
+use crmhub_store::tenants::Tenant;
 use crmhub_store::{Store, StoreError};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::Endpoint;
 use super::links::endpoint_url;
 
-/// The key of the channel's section in the tenant's settings.
+/// The channel kind its settings are stored under.
 pub const SETTINGS_KEY: &str = "social_inbox";
 
 pub const DEFAULT_RESULT_LIMIT: u32 = 20;
@@ -69,13 +70,18 @@ pub struct ChannelSettings {
 
 impl ChannelSettings {
     /// The tenant's channel settings; `None` when the channel is not configured. Stored
-    /// settings are validated again because the generic tenant API can overwrite them.
-    pub fn of(tenant: &Tenant) -> Result<Option<Self>, FieldError> {
-        let Some(raw) = tenant.settings.get(SETTINGS_KEY) else { return Ok(None) };
-        let field = |e: serde_json::Error| FieldError::new(format!("settings.{SETTINGS_KEY}"), e.to_string());
-        let settings: Self = serde_json::from_value(raw.clone()).map_err(field)?;
-        settings.validate().map_err(|e| FieldError::new(format!("settings.{SETTINGS_KEY}.{}", e.field), e.message))?;
-        Ok(Some(settings))
+    /// settings are validated again: a row written by an older version, or by hand, must not
+    /// switch the channel on with values this version refuses.
+    pub async fn load(store: &Store, tenant: &Tenant) -> Result<Option<Self>, ConfigureError> {
+        let Some(raw) = store.channel_settings(tenant.id).get(SETTINGS_KEY).await? else { return Ok(None) };
+        Ok(Some(Self::from_stored(Value::Object(raw))?))
+    }
+
+    fn from_stored(raw: Value) -> Result<Self, FieldError> {
+        let field = |e: serde_json::Error| FieldError::new(SETTINGS_KEY, e.to_string());
+        let settings: Self = serde_json::from_value(raw).map_err(field)?;
+        settings.validate().map_err(|e| FieldError::new(format!("{SETTINGS_KEY}.{}", e.field), e.message))?;
+        Ok(settings)
     }
 
     pub fn policy(&self) -> Policy {
@@ -102,9 +108,12 @@ impl ChannelSettings {
         Ok(())
     }
 
-    fn to_json(&self) -> Value {
-        // Plain strings and numbers: serialising them cannot fail.
-        serde_json::to_value(self).unwrap_or_default()
+    fn to_json(&self) -> serde_json::Map<String, Value> {
+        // A struct of plain strings and numbers: it serialises to an object, always.
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
     }
 }
 
@@ -329,9 +338,7 @@ pub async fn configure(
         }
         other => other?,
     };
-    let mut all = tenant.settings.clone();
-    all.insert(SETTINGS_KEY.to_owned(), plan.settings.to_json());
-    store.tenants().update(tenant.id, TenantUpdate { settings: Some(all), ..Default::default() }).await?;
+    store.channel_settings(tenant.id).put(SETTINGS_KEY, &plan.settings.to_json()).await?;
 
     let grace = Duration::from_secs(plan.settings.rotation_grace_secs);
     let secrets = store.secrets(tenant.id);
@@ -365,7 +372,7 @@ pub async fn show(
     tenant: &Tenant,
     public_url: &url::Url,
 ) -> Result<Option<ChannelView>, ConfigureError> {
-    match ChannelSettings::of(tenant)? {
+    match ChannelSettings::load(store, tenant).await? {
         Some(settings) => Ok(Some(view(store, tenant, settings, public_url).await?)),
         None => Ok(None),
     }
@@ -374,11 +381,7 @@ pub async fn show(
 /// Removes the settings and revokes every secret at once (no grace). Returns whether the
 /// channel was configured.
 pub async fn remove(store: &Store, tenant: &Tenant) -> Result<bool, StoreError> {
-    let mut all = tenant.settings.clone();
-    let had_settings = all.remove(SETTINGS_KEY).is_some();
-    if had_settings {
-        store.tenants().update(tenant.id, TenantUpdate { settings: Some(all), ..Default::default() }).await?;
-    }
+    let had_settings = store.channel_settings(tenant.id).remove(SETTINGS_KEY).await?;
     let mut revoked = 0;
     for endpoint in Endpoint::ALL {
         revoked += store.secrets(tenant.id).revoke_all(endpoint.purpose()).await?;
@@ -508,23 +511,15 @@ mod tests {
 
     #[test]
     fn hand_edited_settings_are_validated_when_read() {
-        let tenant = |settings: Value| Tenant {
-            id: Default::default(),
-            slug: TenantSlug::parse("acme").unwrap(),
-            name: crmhub_core::TenantName::parse("Acme").unwrap(),
-            phone_region: None,
-            settings: serde_json::json!({ SETTINGS_KEY: settings }).as_object().cloned().unwrap(),
-            created_at: 0,
-            updated_at: 0,
-        };
         let good = input().into_plan().unwrap().settings;
-        assert_eq!(ChannelSettings::of(&tenant(good.to_json())).unwrap(), Some(good.clone()));
+        let stored = |map: serde_json::Map<String, Value>| ChannelSettings::from_stored(Value::Object(map));
+        assert_eq!(stored(good.to_json()).unwrap(), good.clone());
         let mut bad = good.to_json();
-        bad["result_limit"] = 0.into();
-        assert_eq!(ChannelSettings::of(&tenant(bad)).unwrap_err().field, "settings.social_inbox.result_limit");
+        bad.insert("result_limit".into(), 0.into());
+        assert_eq!(stored(bad).unwrap_err().field, "social_inbox.result_limit");
         let mut origins = good.to_json();
-        origins["allowed_origins"] = serde_json::json!(["https://x.example; script-src *"]);
-        assert!(ChannelSettings::of(&tenant(origins)).is_err());
-        assert!(ChannelSettings::of(&tenant(serde_json::json!("nonsense"))).is_err());
+        origins.insert("allowed_origins".into(), serde_json::json!(["https://x.example; script-src *"]));
+        assert!(stored(origins).is_err());
+        assert!(ChannelSettings::from_stored(serde_json::json!("nonsense")).is_err());
     }
 }
