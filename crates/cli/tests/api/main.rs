@@ -9,6 +9,7 @@ mod admin_errors;
 mod admin_tenants;
 mod binary;
 mod connection_test;
+mod http_stack;
 mod jobs;
 mod operations;
 mod secrets;
