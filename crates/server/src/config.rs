@@ -77,6 +77,10 @@ pub struct ServerSettings {
     pub role: Role,
     pub shutdown_grace_secs: u64,
     pub max_body_bytes: usize,
+    /// Time limit of the social inbox's signed endpoints (the platform waits for an answer).
+    pub social_inbox_timeout_ms: u64,
+    /// Time limit of the admin API and the operations endpoints.
+    pub admin_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -202,6 +206,16 @@ impl Settings {
         self.outbound_policy()?;
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
+        let server = &self.server;
+        if !(100..=60_000).contains(&server.social_inbox_timeout_ms) {
+            return Err(invalid("server.social_inbox_timeout_ms", "must be between 100 and 60000"));
+        }
+        if !(100..=3_600_000).contains(&server.admin_timeout_ms) {
+            return Err(invalid("server.admin_timeout_ms", "must be between 100 and 3600000"));
+        }
+        if server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1"));
         }
         let jobs = &self.jobs;
         if !(1..=256).contains(&jobs.concurrency) {
@@ -501,6 +515,12 @@ mod tests {
         assert!(err.contains("vault.master_key"), "{err}");
         let err = Settings::load_from(None, &env(&[("CRMHUB_ROLE", "everything")])).unwrap_err().to_string();
         assert!(err.contains("server.role"), "{err}");
+        for (key, value) in [("CRMHUB_SERVER__SOCIAL_INBOX_TIMEOUT_MS", "0"), ("CRMHUB_SERVER__ADMIN_TIMEOUT_MS", "99")]
+        {
+            let err = Settings::load_from(None, &env(&[(key, value)])).unwrap_err().to_string();
+            let name = key.strip_prefix("CRMHUB_SERVER__").unwrap().to_ascii_lowercase();
+            assert!(err.contains(&format!("server.{name}")), "{err}");
+        }
     }
 
     #[test]

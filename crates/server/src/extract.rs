@@ -1,7 +1,9 @@
 //! Extractors that turn axum's rejections into `ApiError`s with the API's JSON shape.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -30,6 +32,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 JsonRejection::MissingJsonContentType(_) => {
                     ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
                 }
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
                 other => ApiError::BadRequest(other.body_text()),
             }),
         }
@@ -46,6 +49,45 @@ fn split_serde_path(detail: &str) -> (String, String) {
     }
     let named = detail.split('`').nth(1).filter(|f| !f.contains(' ')).unwrap_or("body");
     (named.to_owned(), detail.to_owned())
+}
+
+/// A body over `server.max_body_bytes` is a 413.
+fn too_large() -> ApiError {
+    ApiError::PayloadTooLarge("the request body is larger than this server accepts (server.max_body_bytes)".into())
+}
+
+/// The raw body, with a 413 for one over the limit and a 400 for one that could not be read.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(Self).map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::BadRequest(format!("the request body could not be read: {}", e.body_text()))
+            }
+        })
+    }
+}
+
+/// Path parameters: one that does not decode or parse is a 400 in the API's shape.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(path) => Ok(Self(path.0)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::BadRequest(format!("invalid path: {}", e.kind())))
+            }
+            Err(other) => Err(ApiError::Internal(anyhow::anyhow!("path parameters: {}", other.body_text()))),
+        }
+    }
 }
 
 /// Query parameters with the API's 400.

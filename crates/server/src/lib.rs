@@ -12,6 +12,7 @@ pub mod extract;
 pub mod jobs;
 mod maintenance;
 pub mod metrics;
+pub mod middleware;
 pub mod ops;
 pub mod request_log_writer;
 pub mod startup;

@@ -7,16 +7,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use crmhub_core::{Clock, Secret, SystemClock};
 use crmhub_store::Store;
 use crmhub_store::settings::hash_admin_token;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
 use crate::metrics;
+use crate::middleware::{self, RouteTimeout};
 use crate::request_log_writer::RequestLogWriter;
 use crate::state::AppState;
 use crate::{admin, channels, maintenance, ops};
@@ -78,17 +82,34 @@ impl ApplicationBuilder {
     }
 }
 
+/// Every route with the shared stack. From the outside in: the request id (a usable
+/// `X-Request-Id`, else a generated one, echoed back), the request's tracing span, metrics and
+/// the access log line, the body limit, then each route class's time limit. Unknown routes and
+/// wrong methods answer in the API's JSON error shape (the channels' own routes in theirs).
 fn router(state: &AppState, extra: Option<Router<AppState>>) -> Router {
+    let server = &state.settings.server;
     let mut routes = ops::router();
-    if state.settings.server.role.runs_api() {
-        routes = routes.merge(admin::router()).merge(channels::router());
+    if server.role.runs_api() {
+        routes = routes.merge(admin::router()).merge(channels::admin_router());
     }
     if let Some(extra) = extra {
         routes = routes.merge(extra);
     }
+    let admin_limit =
+        RouteTimeout { after: Duration::from_millis(server.admin_timeout_ms), answer: middleware::admin_timeout };
+    routes = routes.layer(axum::middleware::from_fn_with_state(admin_limit, middleware::timeout));
+    if server.role.runs_api() {
+        routes = routes.merge(channels::router(server));
+    }
     routes
-        .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span::<Body>).on_failure(()))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+        .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, middleware::GenerateRequestId))
+        .layer(axum::middleware::map_request(middleware::drop_unusable_request_id))
         .with_state(state.clone())
 }
 

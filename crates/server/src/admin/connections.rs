@@ -1,6 +1,6 @@
 //! `/admin/v1/tenants/{slug}/connections`
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -15,7 +15,7 @@ use super::{AdminAuth, tenant_id};
 use crate::connection_input::{ConnectionInput, check_fields, check_for_kind, parse_credentials};
 use crate::crm_access::{self, CheckReport};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 use crate::templates::prepare_connection;
 
@@ -37,7 +37,7 @@ pub(crate) fn connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
 async fn create(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
     JsonBody(body): JsonBody<ConnectionInput>,
 ) -> ApiResult<impl IntoResponse> {
     let mut new = body.try_into()?;
@@ -48,7 +48,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(connection)))
 }
 
-async fn list(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
+async fn list(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    PathParams(slug): PathParams<String>,
+) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
     Ok(Json(json!({"connections": state.store.connections(tenant).list().await?})))
 }
@@ -56,7 +60,7 @@ async fn list(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<Stri
 async fn show(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Connection>> {
     let tenant = tenant_id(&state, &slug).await?;
     Ok(Json(state.store.connections(tenant).get(connection_id(&id)?).await?))
@@ -77,7 +81,7 @@ struct UpdateConnection {
 async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<UpdateConnection>,
 ) -> ApiResult<Json<Connection>> {
     let update = ConnectionUpdate {
@@ -114,7 +118,7 @@ async fn update(
 async fn remove(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = tenant_id(&state, &slug).await?;
     state.store.connections(tenant).delete(connection_id(&id)?).await?;
@@ -131,7 +135,7 @@ struct NewCredentials {
 async fn rotate_credentials(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<NewCredentials>,
 ) -> ApiResult<Json<Connection>> {
     let credentials = parse_credentials(body.credentials)?;
@@ -163,7 +167,7 @@ struct LogQuery {
 async fn request_log(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<LogQuery>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
@@ -177,7 +181,7 @@ async fn request_log(
 async fn test(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<CheckReport>> {
     let tenant = tenant_id(&state, &slug).await?;
     let tenant = state.store.tenants().get(tenant).await?;
@@ -216,7 +220,7 @@ fn crm_error(error: CrmError) -> ApiError {
 async fn run_endpoint(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id, endpoint)): Path<(String, String, String)>,
+    PathParams((slug, id, endpoint)): PathParams<(String, String, String)>,
     JsonBody(inputs): JsonBody<std::collections::BTreeMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let (tenant, connection) = load(&state, &slug, &id).await?;
@@ -244,7 +248,7 @@ struct SmsBody {
 async fn send_sms(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<SmsBody>,
 ) -> ApiResult<Json<Value>> {
     let (tenant, connection) = load(&state, &slug, &id).await?;

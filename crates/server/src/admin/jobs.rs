@@ -1,7 +1,7 @@
 //! `/admin/v1/jobs` (installation-wide) and `/admin/v1/tenants/{slug}/jobs`: inspect the queue,
 //! redrive dead jobs, discard them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{AdminAuth, tenant_id};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{QueryParams, optional_json};
+use crate::extract::{PathParams, QueryParams, RawBody, optional_json};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -77,14 +77,14 @@ async fn list_all(
 async fn list_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
     Ok(Json(json!({"jobs": state.store.jobs().list(&q.filter(Some(tenant))?).await?})))
 }
 
-async fn redrive_all(_: AdminAuth, State(state): State<AppState>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
+async fn redrive_all(_: AdminAuth, State(state): State<AppState>, RawBody(body): RawBody) -> ApiResult<Json<Value>> {
     let which = optional_json::<RedriveBody>(&body)?.which()?;
     let redriven = state.store.jobs().redrive(None, which).await?;
     state.jobs_wake.notify_waiters();
@@ -94,8 +94,8 @@ async fn redrive_all(_: AdminAuth, State(state): State<AppState>, body: axum::bo
 async fn redrive_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
-    body: axum::body::Bytes,
+    PathParams(slug): PathParams<String>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
     let which = optional_json::<RedriveBody>(&body)?.which()?;
@@ -107,7 +107,7 @@ async fn redrive_tenant(
 async fn discard(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, id)): Path<(String, String)>,
+    PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = tenant_id(&state, &slug).await?;
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound("dead job not found".into()))?;

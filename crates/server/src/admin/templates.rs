@@ -2,7 +2,7 @@
 //! A request body is the template itself, YAML or JSON (by Content-Type, else detected).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{AdminAuth, tenant_id};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{PathParams, RawBody};
 use crate::state::AppState;
 use crate::templates::{check_source, store_version};
 
@@ -67,7 +68,7 @@ async fn publish(
     _: AdminAuth,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<impl IntoResponse> {
     let (source, hint) = source_of(&headers, &body)?;
     let record = store_version(&state.store, &state.address_policy(), None, &source, hint).await?;
@@ -78,9 +79,9 @@ async fn publish(
 async fn create_private(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<impl IntoResponse> {
     let tenant = tenant_id(&state, &slug).await?;
     let (source, hint) = source_of(&headers, &body)?;
@@ -90,7 +91,12 @@ async fn create_private(
 }
 
 /// Validates without storing: 200 with what the template offers, or 422 listing every problem.
-async fn check(_: AdminAuth, State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+async fn check(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<Value>> {
     let (source, hint) = source_of(&headers, &body)?;
     let (template, _) = check_source(&source, hint, &state.address_policy()).map_err(ApiError::InvalidTemplate)?;
     let triggers: Vec<&str> = template.endpoints.iter().filter_map(|e| e.trigger.map(|t| t.as_str())).collect();
@@ -111,7 +117,7 @@ async fn list_published(_: AdminAuth, State(state): State<AppState>) -> ApiResul
 async fn list_for_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
     let list = state.store.templates().list(Some(tenant)).await?;
@@ -127,7 +133,7 @@ async fn versions(state: &AppState, tenant: Option<TenantId>, name: &str) -> Api
 async fn show_published(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
     versions(&state, None, &name).await
 }
@@ -135,7 +141,7 @@ async fn show_published(
 async fn show_for_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((slug, name)): Path<(String, String)>,
+    PathParams((slug, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_id(&state, &slug).await?;
     versions(&state, Some(tenant), &name).await
@@ -144,7 +150,7 @@ async fn show_for_tenant(
 async fn show_published_version(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, u32)>,
+    PathParams((name, version)): PathParams<(String, u32)>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(with_source(&state.store.templates().published(&name, Some(version)).await?)))
 }

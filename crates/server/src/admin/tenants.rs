@@ -1,6 +1,6 @@
 //! `/admin/v1/tenants`
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AdminAuth, tenant_id};
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -76,7 +76,11 @@ async fn list(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<Val
     Ok(Json(json!({"tenants": state.store.tenants().list().await?})))
 }
 
-async fn show(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Tenant>> {
+async fn show(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    PathParams(slug): PathParams<String>,
+) -> ApiResult<Json<Tenant>> {
     let id = tenant_id(&state, &slug).await?;
     Ok(Json(state.store.tenants().get(id).await?))
 }
@@ -84,7 +88,7 @@ async fn show(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<Stri
 async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
     JsonBody(body): JsonBody<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
     let id = tenant_id(&state, &slug).await?;
@@ -96,7 +100,11 @@ async fn update(
     Ok(Json(state.store.tenants().update(id, update).await?))
 }
 
-async fn remove(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    PathParams(slug): PathParams<String>,
+) -> ApiResult<StatusCode> {
     let id = tenant_id(&state, &slug).await?;
     state.store.tenants().delete(id).await?;
     tracing::info!(tenant = %slug, "tenant deleted");

@@ -5,8 +5,16 @@ pub mod social_inbox;
 
 use axum::Router;
 
+use crate::config::ServerSettings;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().merge(social_inbox::router())
+/// The endpoints the channels' platforms call, each with its channel's time limit.
+pub fn router(server: &ServerSettings) -> Router<AppState> {
+    let social_inbox = std::time::Duration::from_millis(server.social_inbox_timeout_ms);
+    Router::new().merge(social_inbox::router(social_inbox))
+}
+
+/// The channels' configuration, served as part of the admin API.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().merge(social_inbox::admin_router())
 }

@@ -8,6 +8,7 @@ use crmhub_store::jobs::{ClaimedJob, JobStatus, backoff_delay};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{JobOutcome, JobRegistry};
 use crate::metrics::Metrics;
@@ -97,11 +98,18 @@ async fn worker_loop(
     }
 }
 
-/// Runs one claimed job to a recorded outcome.
+/// Runs one claimed job to a recorded outcome, every log line of it in the job's span.
+///
+/// The span is attached with `instrument`, entered only while the job's future is polled. (An
+/// `enter()` guard held across `.await` stays entered on the thread while the job waits, so
+/// other jobs and requests polled there in the meantime would log under this job's id.)
 async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationToken) {
     let span =
         tracing::info_span!("job", id = %job.id, kind = %job.kind, tenant = %job.tenant_id, attempt = job.attempts);
-    let _entered = span.enter();
+    run_claimed(ctx, job, abandon).instrument(span).await;
+}
+
+async fn run_claimed(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationToken) {
     let Some(handler) = ctx.registry.get(&job.kind).cloned() else {
         let error = format!("no handler for job kind {:?} in this version; redrive it after upgrading", job.kind);
         tracing::error!(%error, "job cannot run");
@@ -110,7 +118,9 @@ async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationTok
     };
 
     let lease_lost = CancellationToken::new();
-    let heartbeat = tokio::spawn(keep_lease(ctx.store.clone(), job.clone(), ctx.config.lease, lease_lost.clone()));
+    let heartbeat = tokio::spawn(
+        keep_lease(ctx.store.clone(), job.clone(), ctx.config.lease, lease_lost.clone()).in_current_span(),
+    );
     let outcome = tokio::select! {
         result = tokio::time::timeout(ctx.config.job_timeout, handler.run(&job)) => Some(result.unwrap_or_else(|_| {
             JobOutcome::Retry(format!("timed out after {}s", ctx.config.job_timeout.as_secs()))
@@ -209,4 +219,117 @@ pub async fn drain(
         report.pending = depth.pending + depth.running;
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use crmhub_core::{SystemClock, TenantName, TenantSlug};
+    use crmhub_store::jobs::NewJob;
+    use crmhub_store::tenants::NewTenant;
+    use serde_json::Value;
+    use tokio::sync::Barrier;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+    use crate::Settings;
+    use crate::jobs::JobHandler;
+
+    /// Log output, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl MakeWriter<'_> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// Two jobs meet twice, so each one waits while the other runs, and log in between.
+    struct Rendezvous(Barrier, Barrier);
+
+    #[async_trait::async_trait]
+    impl JobHandler for Rendezvous {
+        async fn run(&self, job: &ClaimedJob) -> JobOutcome {
+            self.0.wait().await;
+            tracing::info!(job = %job.id, "between the meetings");
+            self.1.wait().await;
+            tracing::info!(job = %job.id, "after the meetings");
+            JobOutcome::Done
+        }
+    }
+
+    /// On one thread (the test runtime), as on any worker thread that polls several jobs.
+    #[tokio::test]
+    async fn concurrent_jobs_log_under_their_own_ids() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt().json().flatten_event(true).with_writer(captured.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults().unwrap();
+        settings.data_dir = dir.path().to_path_buf();
+        let store = Store::open(settings.store_options(Arc::new(SystemClock)).unwrap()).await.unwrap();
+        let tenant = store
+            .tenants()
+            .create(NewTenant {
+                slug: TenantSlug::parse("acme").unwrap(),
+                name: TenantName::parse("Acme").unwrap(),
+                phone_region: None,
+                settings: Default::default(),
+            })
+            .await
+            .unwrap();
+        for n in 0..2 {
+            store.jobs().enqueue(tenant.id, NewJob::new("rendezvous", serde_json::json!({"n": n}))).await.unwrap();
+        }
+        let mut registry = JobRegistry::new();
+        registry.register("rendezvous", Arc::new(Rendezvous(Barrier::new(2), Barrier::new(2))));
+        let config = WorkerConfig {
+            concurrency: 2,
+            poll_interval: Duration::from_millis(10),
+            job_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+        };
+        let pool =
+            WorkerPool::start(store.clone(), Arc::new(registry), config, Arc::new(Metrics::new()), Arc::default());
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let depth = store.jobs().depth(None).await.unwrap();
+                if depth.pending + depth.running == 0 {
+                    return depth.dead;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        pool.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(finished, Ok(0), "both jobs ran to completion");
+
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = output.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let logged: Vec<&Value> =
+            lines.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.contains("meetings"))).collect();
+        assert_eq!(logged.len(), 4, "{output}");
+        for line in logged {
+            assert_eq!(line["span"]["name"], "job", "{line}");
+            assert_eq!(line["span"]["id"], line["job"], "a line of one job under another's id: {line}");
+        }
+    }
 }

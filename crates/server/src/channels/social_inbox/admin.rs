@@ -1,6 +1,6 @@
 //! `/admin/v1/tenants/{slug}/channels/social-inbox`: configure, show and remove the channel.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use crmhub_store::tenants::Tenant;
 use super::settings::{self, ChannelInput, ChannelView, ConfigureError};
 use crate::admin::{AdminAuth, tenant_id};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -30,7 +30,7 @@ impl From<ConfigureError> for ApiError {
 async fn configure(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(slug): Path<String>,
+    PathParams(slug): PathParams<String>,
     JsonBody(input): JsonBody<ChannelInput>,
 ) -> ApiResult<Json<ChannelView>> {
     let tenant = tenant(&state, &slug).await?;
@@ -40,14 +40,22 @@ async fn configure(
     Ok(Json(view))
 }
 
-async fn show(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<ChannelView>> {
+async fn show(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    PathParams(slug): PathParams<String>,
+) -> ApiResult<Json<ChannelView>> {
     let tenant = tenant(&state, &slug).await?;
     let view = settings::show(&state.store, &tenant, &public_url(&state)?).await?;
     view.map(Json).ok_or_else(|| ApiError::NotFound("the social inbox is not configured for this tenant".into()))
 }
 
 /// Turns the channel off: settings removed, every secret revoked at once.
-async fn remove(_: AdminAuth, State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    PathParams(slug): PathParams<String>,
+) -> ApiResult<StatusCode> {
     let tenant = tenant(&state, &slug).await?;
     let removed = settings::remove(&state.store, &tenant).await?;
     state.social_inbox.forget(tenant.slug.as_str());

@@ -21,20 +21,51 @@ mod search;
 pub mod settings;
 mod verification;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
 
 pub use lookup::ChannelCache;
 
+use crate::middleware::{RouteTimeout, timeout};
 use crate::state::AppState;
 
-/// The two signed endpoints. Only GET (and so HEAD) is routed; anything else is 405.
-pub fn router() -> Router<AppState> {
+/// The two signed endpoints, each stopped after `limit` with its own kind of answer. Only GET
+/// (and so HEAD) is routed; anything else is 405 in the reference's JSON error shape.
+pub fn router(limit: Duration) -> Router<AppState> {
+    let limited = |route: MethodRouter<AppState>, answer: fn(Duration) -> Response| {
+        route.layer(axum::middleware::from_fn_with_state(RouteTimeout { after: limit, answer }, timeout))
+    };
     Router::new()
-        .route("/t/{tenant}/social/search", get(search::search))
-        .route("/t/{tenant}/social/iframe", get(iframe::iframe))
+        .route("/t/{tenant}/social/search", limited(get(search::search), search_timed_out))
+        .route("/t/{tenant}/social/iframe", limited(get(iframe::iframe), card_timed_out))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(respond::security_headers))
-        .merge(admin::router())
+}
+
+/// The channel's configuration under the admin API.
+pub fn admin_router() -> Router<AppState> {
+    admin::router()
+}
+
+/// The platform asked with another method than GET or HEAD.
+async fn method_not_allowed() -> Response {
+    respond::json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; only GET is served")
+}
+
+/// Search ran past `server.social_inbox_timeout_ms` (a slow CRM): 504 in the reference's shape.
+fn search_timed_out(_: Duration) -> Response {
+    respond::json_error(StatusCode::GATEWAY_TIMEOUT, "the CRM did not answer in time; try again later")
+}
+
+/// The card ran past the limit: 504 with the card's "not available" page. The tenant's
+/// `allowed_origins` are not known here, so the page may be framed by the default origin only.
+fn card_timed_out(_: Duration) -> Response {
+    let csp = respond::card_csp(&[]);
+    respond::html(StatusCode::GATEWAY_TIMEOUT, card::unavailable(), csp)
 }
 
 /// One of the two endpoints; each has its own secret (they may be equal).
