@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth_state;
+mod errors;
 mod isolation;
 mod jobs;
 mod records;
