@@ -67,7 +67,7 @@ async fn sslmode_require_against_a_server_without_tls_says_so_and_names_the_host
 }
 
 #[tokio::test]
-#[ignore = "needs PostgreSQL: set CRMHUB_TEST_DATABASE_URL and pass --include-ignored (scripts/test does both)"]
+#[ignore = "needs PostgreSQL: set CRMHUB_TEST_DATABASE_URL and pass --ignored (scripts/test does both)"]
 async fn sslmode_require_connects_over_tls_when_the_server_offers_it() {
     let db = TestDb::new(Which::Postgres).await;
     let DatabaseUrl::Postgres(url) = &db.url else { unreachable!() };
