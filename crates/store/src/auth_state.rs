@@ -1,7 +1,12 @@
 //! `AuthStateStore` on the database: sessions and tokens sealed at rest, and a cross-instance
 //! lock for logins. On PostgreSQL the lock is a transaction-scoped advisory lock, released
-//! when the guard (the open transaction) is dropped. SQLite serves a single instance, where
-//! the connectors' in-process single flight is already exclusive, so its lock is a no-op.
+//! when the guard (the open transaction) is dropped. SQLite serves a single instance, so its
+//! lock is in-process: one mutex per database file and key, shared by every `Store` opened on
+//! that file in this process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use crmhub_core::Secret;
 use crmhub_core::auth_state::{AuthLock, AuthStateError, AuthStateStore};
@@ -64,7 +69,43 @@ impl AuthStateStore for Store {
                     .map_err(failed)?;
                 Ok(AuthLock::new(tx))
             }
-            _ => Ok(AuthLock::new(())),
+            (Db::Sqlite(pool), _) => {
+                let file = pool.connect_options().get_filename().to_path_buf();
+                let file = std::fs::canonicalize(&file).unwrap_or(file);
+                Ok(AuthLock::new(SqliteLoginLock::acquire((file, key.to_owned())).await))
+            }
+            (Db::Postgres(_), None) => Err(AuthStateError("PostgreSQL store without a lock pool".into())),
+        }
+    }
+}
+
+type LockKey = (PathBuf, String);
+
+/// The in-process login locks of SQLite stores; an entry lives while someone holds or awaits it.
+static SQLITE_LOGIN_LOCKS: LazyLock<Mutex<HashMap<LockKey, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+struct SqliteLoginLock {
+    key: LockKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SqliteLoginLock {
+    async fn acquire(key: LockKey) -> Self {
+        let mutex =
+            SQLITE_LOGIN_LOCKS.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        Self { key, guard: Some(mutex.lock_owned().await) }
+    }
+}
+
+impl Drop for SqliteLoginLock {
+    fn drop(&mut self) {
+        let mut locks = SQLITE_LOGIN_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+        // Release first; then forget the entry if nobody else holds a handle on it (handles are
+        // only taken under this same map lock, so the count cannot grow meanwhile).
+        self.guard = None;
+        if locks.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            locks.remove(&self.key);
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct StoreOptions {
     /// Whether an existing key file may seal a database that holds no secrets yet (see
     /// `VaultError::KeyWithoutDatabase`).
     pub allow_new_database: bool,
+    /// How long opening waits for the database: a PostgreSQL server that refuses connections
+    /// is retried until then (it may be starting up), then reported by host and port.
+    pub connect_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -124,6 +127,7 @@ impl StoreOptions {
             max_queue_depth_per_tenant: 10_000,
             default_max_attempts: 10,
             allow_new_database: false,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -217,7 +221,7 @@ impl Store {
     /// Connects, applies the embedded migrations for the backend, and opens the vault (which
     /// refuses a master key that does not match the one the database was sealed with).
     pub async fn open(options: StoreOptions) -> Result<Self> {
-        let db = connect(&options.url, options.max_connections).await?;
+        let db = connect(&options.url, options.max_connections, options.connect_timeout).await?;
         vault::refuse_key_without_database(
             &db,
             &options.master_key,
@@ -304,7 +308,8 @@ fn migrator(db: &Db) -> &'static sqlx::migrate::Migrator {
     }
 }
 
-async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Db> {
+async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> Result<Db> {
+    let unavailable = |reason: String| StoreError::Unavailable { database: url.describe(), reason };
     match url {
         DatabaseUrl::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -321,19 +326,52 @@ async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Db> {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(timeout)
                 .connect_with(options)
-                .await?;
+                .await
+                .map_err(|e| {
+                    // SQLite's own message ("unable to open database file") names nothing.
+                    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    unavailable(format!(
+                        "{e}; check that {} exists and that it and its directory {} are writable by this user",
+                        path.display(),
+                        dir.display()
+                    ))
+                })?;
             Ok(Db::Sqlite(pool))
         }
         DatabaseUrl::Postgres(raw) => {
             let options = sqlx::postgres::PgConnectOptions::from_str(raw)
                 .map_err(|e| StoreError::InvalidUrl(format!("bad PostgreSQL URL: {e}")))?;
+            // One connection of our own first: the pool retries a refused connection until its
+            // timeout and then only says that it timed out, naming neither server nor cause.
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let attempt =
+                    tokio::time::timeout_at(deadline, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options))
+                        .await;
+                match attempt {
+                    Ok(Ok(conn)) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                        break;
+                    }
+                    // The server may be starting up: retry until the deadline.
+                    Ok(Err(sqlx::Error::Io(e)))
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && tokio::time::Instant::now() + Duration::from_millis(200) < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                    Err(_) => return Err(unavailable(format!("no answer within {timeout:?}"))),
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(timeout)
                 .connect_with(options)
-                .await?;
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
             Ok(Db::Postgres(pool))
         }
     }

@@ -22,6 +22,11 @@ pub enum StoreError {
     #[error("the job's lease was lost to another worker")]
     LeaseLost,
 
+    /// The database could not be opened or reached. `database` is a SQLite path or
+    /// PostgreSQL's host, port and database (`DatabaseUrl::describe`), never a password.
+    #[error("cannot open the database {database}: {reason}")]
+    Unavailable { database: String, reason: String },
+
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
 

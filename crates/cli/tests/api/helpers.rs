@@ -1,4 +1,10 @@
 //! `spawn_app()` and one helper per endpoint.
+//!
+//! Each app gets a fresh database: a SQLite file in its temp dir, or, when
+//! `CRMHUB_TEST_APP_BACKEND=postgres`, a fresh `a_<uuid>` database on the server named by
+//! `CRMHUB_TEST_DATABASE_URL`, dropped when the last app using it is gone. The tests about
+//! SQLite's files (secrets at rest, an emptied database, key rotation) run the `crmhub` binary
+//! on its default data directory, so they stay on SQLite in both runs.
 
 use std::sync::{Arc, LazyLock};
 
@@ -20,6 +26,77 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
+/// `CRMHUB_TEST_APP_BACKEND=postgres`: the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var("CRMHUB_TEST_APP_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("CRMHUB_TEST_APP_BACKEND={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// The backend name the app reports (`/readyz`) in this run of the suite.
+pub fn backend_name() -> &'static str {
+    if on_postgres() { "postgres" } else { "sqlite" }
+}
+
+/// A fresh PostgreSQL database under `CRMHUB_TEST_DATABASE_URL`, dropped on Drop.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Arc<Self> {
+        use sqlx::Connection as _;
+        let admin_url = std::env::var("CRMHUB_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .expect("CRMHUB_TEST_DATABASE_URL is not set; the PostgreSQL tests need it (see README, Development)");
+        let name = format!("a_{}", uuid_simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            let at = crmhub_store::DatabaseUrl::parse(&admin_url).map(|u| u.describe()).unwrap_or_default();
+            panic!("CRMHUB_TEST_DATABASE_URL is set but PostgreSQL at {at} is unreachable: {e}")
+        });
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create database");
+        conn.close().await.ok();
+        Arc::new(Self { url: with_database(&admin_url, &name), admin_url, name })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection as _;
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run inside a runtime we must not block; a helper thread gets its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn uuid_simple() -> String {
+    crmhub_core::TenantId::new().to_string().replace('-', "")
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub state: AppState,
@@ -29,6 +106,17 @@ pub struct TestApp {
     pub worker_config: WorkerConfig,
     pub shutdown: CancellationToken,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub settings: Settings,
+    /// The PostgreSQL database this app runs on, if any.
+    pub database: Option<Arc<PgDatabase>>,
+}
+
+/// A stopped app: its data directory (master key, SQLite files) and its database, kept until
+/// this is dropped.
+pub struct StoppedApp {
+    _dir: TempDir,
+    settings: Settings,
+    _database: Option<Arc<PgDatabase>>,
 }
 
 pub fn test_settings(dir: &TempDir) -> Settings {
@@ -47,12 +135,19 @@ pub struct Spawn {
     dir: TempDir,
     handlers: Vec<(String, Arc<dyn JobHandler>)>,
     clock: Option<Arc<dyn crmhub_core::Clock>>,
+    database: Database,
+}
+
+enum Database {
+    /// The suite's backend (`CRMHUB_TEST_APP_BACKEND`).
+    Default,
+    Postgres(Arc<PgDatabase>),
 }
 
 pub fn spawn() -> Spawn {
     LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("temp dir");
-    Spawn { settings: test_settings(&dir), dir, handlers: Vec::new(), clock: None }
+    Spawn { settings: test_settings(&dir), dir, handlers: Vec::new(), clock: None, database: Database::Default }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -75,7 +170,22 @@ impl Spawn {
         self
     }
 
-    pub async fn start(self) -> TestApp {
+    /// This PostgreSQL database, e.g. one shared by several apps.
+    pub fn postgres(mut self, database: Arc<PgDatabase>) -> Self {
+        self.database = Database::Postgres(database);
+        self
+    }
+
+    pub async fn start(mut self) -> TestApp {
+        let database = match std::mem::replace(&mut self.database, Database::Default) {
+            Database::Postgres(db) => Some(db),
+            Database::Default if on_postgres() => Some(PgDatabase::create().await),
+            Database::Default => None,
+        };
+        if let Some(db) = &database {
+            self.settings.database.url = db.url.clone();
+        }
+        let settings = self.settings.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut builder = Application::builder(self.settings).listener(listener);
         if let Some(clock) = self.clock {
@@ -94,6 +204,8 @@ impl Spawn {
             shutdown: app.shutdown_token(),
             dir: self.dir,
             server: Some(tokio::spawn(app.run_until_stopped())),
+            settings,
+            database,
         }
     }
 }
@@ -118,13 +230,14 @@ impl TestApp {
         .await
     }
 
-    /// Stops the application gracefully, waits for it, and hands back its data directory.
-    pub async fn stop(mut self) -> TempDir {
+    /// Stops the application gracefully, waits for it, and hands back its data directory
+    /// (and database).
+    pub async fn stop(mut self) -> StoppedApp {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("clean shutdown");
         }
-        self.dir
+        StoppedApp { _dir: self.dir, settings: self.settings, _database: self.database }
     }
 
     pub async fn admin_get(&self, path: &str) -> Response {
@@ -196,10 +309,10 @@ pub async fn error_of(response: Response) -> (String, String, Option<String>) {
     )
 }
 
-/// Opens the database a stopped application left in `dir`.
-pub async fn reopen_store(dir: &TempDir) -> Store {
-    let settings = test_settings(dir);
-    Store::open(settings.store_options(Arc::new(crmhub_core::SystemClock)).unwrap()).await.expect("reopen")
+/// Opens the database a stopped application left behind.
+pub async fn reopen_store(stopped: &StoppedApp) -> Store {
+    let options = stopped.settings.store_options(Arc::new(crmhub_core::SystemClock)).unwrap();
+    Store::open(options).await.expect("reopen")
 }
 
 pub fn tenant_id(tenant: &Value) -> crmhub_core::TenantId {

@@ -1,6 +1,12 @@
 //! crmhub's integration tests: the application over real HTTP on 127.0.0.1:0 with a fresh
-//! SQLite database per test, and the `crmhub` binary itself where a process boundary matters
+//! database per test, and the `crmhub` binary itself where a process boundary matters
 //! (configuration errors, logs, the master key).
+//!
+//! The database is SQLite, or PostgreSQL with `CRMHUB_TEST_APP_BACKEND=postgres` and
+//! `CRMHUB_TEST_DATABASE_URL` (scripts/test runs the suite both ways). The binary's tests and
+//! those about SQLite's files stay on SQLite either way. Tests that need PostgreSQL whatever the
+//! backend (several instances on one database) are `#[ignore]`d with that reason and run with
+//! `--include-ignored`.
 
 mod helpers;
 
@@ -11,6 +17,7 @@ mod binary;
 mod connection_test;
 mod echoed_secrets;
 mod http_stack;
+mod instances;
 mod jobs;
 mod operations;
 mod secrets;

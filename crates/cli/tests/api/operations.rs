@@ -12,7 +12,10 @@ async fn health_and_readiness() {
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!((body["status"].as_str(), body["database"].as_str()), (Some("ready"), Some("sqlite")));
+    assert_eq!(
+        (body["status"].as_str(), body["database"].as_str()),
+        (Some("ready"), Some(crate::helpers::backend_name()))
+    );
 }
 
 #[tokio::test]

@@ -36,9 +36,14 @@ impl TestDb {
         let (url, pg) = match which {
             Which::Sqlite => (DatabaseUrl::sqlite_file(dir.path().join("crmhub.db")), None),
             Which::Postgres => {
-                let admin_url = postgres_url().expect("CRMHUB_TEST_DATABASE_URL");
+                let admin_url = postgres_url().expect(
+                    "CRMHUB_TEST_DATABASE_URL is not set; the PostgreSQL tests need it (see README, Development)",
+                );
                 let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+                    let at = DatabaseUrl::parse(&admin_url).map(|u| u.describe()).unwrap_or_default();
+                    panic!("CRMHUB_TEST_DATABASE_URL is set but PostgreSQL at {at} is unreachable: {e}")
+                });
                 sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create db");
                 conn.close().await.ok();
                 let url = with_database(&admin_url, &name);

@@ -1,12 +1,17 @@
 //! The storage contract: every test here runs against SQLite (a fresh file) and PostgreSQL
-//! (a fresh database, when `CRMHUB_TEST_DATABASE_URL` is set).
+//! (a fresh database). The PostgreSQL variants are `#[ignore]`d with their reason, so a run
+//! without PostgreSQL counts them as ignored, never as passed; `scripts/test` runs them with
+//! `--ignored` when `CRMHUB_TEST_DATABASE_URL` is set, and they fail if it is unset or
+//! unreachable.
 
 mod harness;
 
 mod auth_state;
+mod errors;
 mod isolation;
 mod jobs;
 mod records;
+mod schema;
 mod templates;
 mod vault;
 
@@ -21,11 +26,8 @@ macro_rules! on_both_backends {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs PostgreSQL: set CRMHUB_TEST_DATABASE_URL and pass --ignored (scripts/test does both)"]
             async fn postgres() {
-                if $crate::harness::postgres_url().is_none() {
-                    eprintln!("skipped: CRMHUB_TEST_DATABASE_URL is not set");
-                    return;
-                }
                 super::$name($crate::harness::Which::Postgres).await
             }
         }
