@@ -107,13 +107,19 @@ async fn credentials_a_crm_echoes_in_its_errors_are_masked_everywhere() {
     assert_clean("the run-by-name answer", &answer);
 
     let data_dir = app.dir.path().to_path_buf();
-    let dir = app.stop().await;
+    let database = app.settings.database.url.clone();
+    let stopped = app.stop().await;
     for args in [vec!["connection", "show", "--tenant", "acme", &id], vec!["connection", "list", "--tenant", "acme"]] {
-        let output = crmhub().env("CRMHUB_DATA_DIR", &data_dir).args(&args).output().unwrap();
+        let output = crmhub()
+            .env("CRMHUB_DATA_DIR", &data_dir)
+            .env("CRMHUB_DATABASE_URL", &database)
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
         assert_clean(&format!("crmhub {args:?}"), &String::from_utf8_lossy(&output.stdout));
     }
-    drop(dir);
+    drop(stopped);
 }
 
 const DEAF_TEMPLATE: &str = r#"
