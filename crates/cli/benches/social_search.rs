@@ -236,7 +236,7 @@ async fn configure(
         secret: Some(Secret::new(SECRET)),
         ..Default::default()
     };
-    let view = settings::configure(store, &tenant, input, &public_url).await?;
+    let view = settings::configure(state, &tenant, input, &public_url).await?;
     let expires = store.clock().now_secs() + i64::from(view.settings.max_ttl_secs);
     let path = |term: &str| {
         let url =

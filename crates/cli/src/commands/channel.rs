@@ -1,14 +1,16 @@
 //! `crmhub channel social-inbox set|show|remove` (the same validation as the admin API) and
 //! `crmhub sign` (a signed URL as the platform would send it, for testing by hand).
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use crmhub_core::signing::social_inbox::MESSAGE_PARAMS;
-use crmhub_core::{ConnectionId, Secret, TenantSlug};
-use crmhub_server::Settings;
+use crmhub_core::{ConnectionId, Secret, SystemClock, TenantSlug};
 use crmhub_server::channels::social_inbox::Endpoint;
 use crmhub_server::channels::social_inbox::links::{endpoint_url, signed_url};
 use crmhub_server::channels::social_inbox::settings::{self, CardSettings, ChannelInput, ChannelSettings};
+use crmhub_server::{AppState, Settings};
 use crmhub_store::Store;
 use crmhub_store::tenants::Tenant;
 
@@ -140,8 +142,13 @@ pub async fn run(settings: &Settings, store: Store, command: ChannelCommand) -> 
     let public_url = settings.public_url()?;
     match command {
         SocialInboxCommand::Set(args) => {
-            let tenant = tenant(&store, &args.tenant.tenant).await?;
-            let view = settings::configure(&store, &tenant, args.into(), &public_url).await?;
+            // The application's view of the connection, to check that it can serve the channel.
+            drop(store);
+            let (state, log_writer) = AppState::build(settings.clone(), Arc::new(SystemClock)).await?;
+            let tenant = tenant(&state.store, &args.tenant.tenant).await?;
+            let view = settings::configure(&state, &tenant, args.into(), &public_url).await;
+            log_writer.finish().await;
+            let view = view?;
             print_json(&view)?;
             if view.new_secrets.search.is_some() || view.new_secrets.iframe.is_some() {
                 eprintln!("Paste the new_secrets into the platform now: they are not shown again.");
@@ -208,13 +215,14 @@ fn message_params(args: &SignArgs) -> anyhow::Result<Vec<(String, String)>> {
 /// endpoints, and URLs valid for a day (the longest `max_ttl_secs` allows) so that the
 /// printed links keep working while the demo runs.
 pub async fn configure_demo(
-    store: &Store,
+    state: &AppState,
     slug: &str,
     connection: ConnectionId,
     secret: &str,
     public_url: &url::Url,
     susan: &str,
 ) -> anyhow::Result<DemoLinks> {
+    let store = &state.store;
     let tenant = tenant(store, slug).await?;
     let max_ttl_secs = settings::MAX_MAX_TTL_SECS;
     let input = ChannelInput {
@@ -223,7 +231,7 @@ pub async fn configure_demo(
         max_ttl_secs: Some(max_ttl_secs),
         ..Default::default()
     };
-    settings::configure(store, &tenant, input, public_url).await?;
+    settings::configure(state, &tenant, input, public_url).await?;
     let key = Secret::new(secret);
     let expires = store.clock().now_secs() + i64::from(max_ttl_secs);
     let slug = &tenant.slug;

@@ -52,7 +52,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         .context("the simulator has no Susan Red")?;
     let public_url = url::Url::parse(&base)?;
     let social =
-        channel::configure_demo(&app.state().store, "demo", setup.connection, DEMO_SECRET, &public_url, &susan).await?;
+        channel::configure_demo(app.state(), "demo", setup.connection, DEMO_SECRET, &public_url, &susan).await?;
 
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
     if let Some(token) = app.take_generated_admin_token() {

@@ -782,3 +782,56 @@ impl Drop for StopOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A template that can show a card but not search.
+const CARD_ONLY: &str = r#"
+name: card-only
+type: crm
+fields: [{ name: token, secret: true, required: true }]
+contact: { id: /id, name: /name }
+endpoints:
+  - name: contact
+    kind: get_data
+    trigger: contact.get
+    url: "{{host}}/contacts/{id}"
+    parameters:
+      - { name: id, kind: path, value: "{{input.id}}" }
+      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
+    response: { record: /data }
+"#;
+
+#[tokio::test]
+async fn a_connection_that_cannot_search_is_the_operators_problem_not_the_requests() {
+    let inbox = inbox().await;
+    let app = &inbox.app;
+    let published = app
+        .client
+        .post(app.url("/admin/v1/templates"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .header("content-type", "application/yaml")
+        .body(CARD_ONLY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let body = json!({"name": "Cards", "kind": "template:card-only", "host": "crm.example.com", "credentials": {"token": "t"}});
+    let cards = app.create_connection("acme", &body).await;
+
+    // Configuring the channel on it is refused, naming what is missing; the channel stays.
+    let response = app.admin_send(Method::PUT, CHANNEL, &json!({"connection_id": cards})).await;
+    assert_eq!(response.status(), 422);
+    let (_, message, field) = error_of(response).await;
+    assert_eq!(field.as_deref(), Some("connection_id"));
+    assert!(message.contains("does not support contact.search"), "{message}");
+    assert_eq!(inbox.search("red").await.status(), 200, "the channel still searches its own connection");
+
+    // A channel stored before that check (or by hand) answers 502, like an unavailable CRM.
+    let tenant = app.store().tenants().by_slug(&crmhub_core::TenantSlug::parse("acme").unwrap()).await.unwrap();
+    let channels = app.store().channel_settings(tenant.id);
+    let mut stored = channels.get("social_inbox").await.unwrap().unwrap();
+    stored.insert("connection_id".into(), json!(cards));
+    channels.put("social_inbox", &stored).await.unwrap();
+    app.state.social_inbox.forget("acme");
+    let response = inbox.search("red").await;
+    assert_json(response, 502, r#"{"status":"error","error":"the CRM is unavailable; try again later"}"#).await;
+}

@@ -34,7 +34,7 @@ async fn configure(
     JsonBody(input): JsonBody<ChannelInput>,
 ) -> ApiResult<Json<ChannelView>> {
     let tenant = tenant(&state, &slug).await?;
-    let view = settings::configure(&state.store, &tenant, input, &public_url(&state)?).await?;
+    let view = settings::configure(&state, &tenant, input, &public_url(&state)?).await?;
     state.social_inbox.forget(tenant.slug.as_str());
     tracing::info!(tenant = %tenant.slug, connection = %view.settings.connection_id, "social inbox configured");
     Ok(Json(view))

@@ -24,6 +24,18 @@ pub enum Failure {
 impl Failure {
     pub fn of(error: &CrmError, tenant: &str, what: &'static str) -> Self {
         let failure = match error {
+            // The operator's configuration, not the request: the platform hears that the CRM
+            // is unavailable, and the log says what to fix.
+            CrmError::Unsupported { capability } => {
+                tracing::error!(
+                    tenant,
+                    operation = what,
+                    %capability,
+                    "social inbox: the channel's connection does not support {capability}; configure the channel \
+                     on a connection that does"
+                );
+                return Self::Unavailable;
+            }
             CrmError::NotFound { .. } => Self::NotFound,
             CrmError::Validation { .. } => Self::Refused,
             CrmError::RateLimited { retry_after } => Self::Busy(*retry_after),
@@ -66,6 +78,8 @@ mod tests {
         assert_eq!(of(CrmError::validation("value", "bad")).status(), StatusCode::BAD_REQUEST);
         assert_eq!(of(CrmError::Unavailable("down".into())).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(of(CrmError::AuthFailed("no".into())).status(), StatusCode::BAD_GATEWAY);
+        let unsupported = CrmError::Unsupported { capability: crmhub_core::crm::Capability::SearchContacts };
+        assert_eq!(of(unsupported).status(), StatusCode::BAD_GATEWAY);
         let busy = of(CrmError::RateLimited { retry_after: Some(Duration::from_millis(1500)) });
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = busy.with_retry_after(Response::default());

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crmhub_connectors::http::Lane;
+use crmhub_core::crm::Capability;
 use crmhub_core::signing::Policy;
 use crmhub_core::{ConnectionId, FieldError, Secret, TenantSlug, UnixMillis};
 use crmhub_store::tenants::Tenant;
@@ -16,6 +18,11 @@ use serde_json::Value;
 
 use super::Endpoint;
 use super::links::endpoint_url;
+use crate::crm_access::AccessError;
+use crate::state::AppState;
+
+/// What the channel asks of its connection: `/search` and `/iframe`.
+pub const REQUIRED: [Capability; 2] = [Capability::SearchContacts, Capability::ContactCard];
 
 /// The channel kind its settings are stored under.
 pub const SETTINGS_KEY: &str = "social_inbox";
@@ -326,18 +333,36 @@ impl Serialize for NewSecrets {
 /// Applies `input` to the tenant: validates it, checks the connection, stores the settings and
 /// rotates the secrets that change (the superseded ones stay valid for the grace period).
 pub async fn configure(
-    store: &Store,
+    state: &AppState,
     tenant: &Tenant,
     input: ChannelInput,
     public_url: &url::Url,
 ) -> Result<ChannelView, ConfigureError> {
+    let store = &state.store;
     let plan = input.into_plan()?;
-    match store.connections(tenant.id).get(plan.settings.connection_id).await {
+    let connection = match store.connections(tenant.id).get(plan.settings.connection_id).await {
         Err(StoreError::NotFound { .. }) => {
             return Err(FieldError::new("connection_id", "no connection with this id belongs to the tenant").into());
         }
         other => other?,
     };
+    // A connection that cannot search or show a card would fail every request of the
+    // platform; refuse it here, where the operator sees why.
+    let crm = match state.crms.crm(store, &state.connectors, tenant, &connection, Lane::Interactive).await {
+        Ok(crm) => crm,
+        Err(AccessError::Store(e)) => return Err(e.into()),
+        Err(AccessError::Crm(e)) => return Err(FieldError::new("connection_id", e.to_string()).into()),
+    };
+    if let Some(missing) = REQUIRED.iter().find(|c| !crm.supports(**c)) {
+        return Err(FieldError::new(
+            "connection_id",
+            format!(
+                "the connection's connector ({}) does not support {missing}, which the social inbox needs",
+                connection.kind
+            ),
+        )
+        .into());
+    }
     store.channel_settings(tenant.id).put(SETTINGS_KEY, &plan.settings.to_json()).await?;
 
     let grace = Duration::from_secs(plan.settings.rotation_grace_secs);
