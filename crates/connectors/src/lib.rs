@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod call_maps;
 pub mod conformance;
 pub mod http;
 mod masked;
@@ -11,6 +12,7 @@ pub mod vtiger;
 
 use std::sync::Arc;
 
+use crmhub_core::call_map::CallMapStore;
 use crmhub_core::crm::{Crm, CrmError, SmsSender};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, TenantId};
 use serde_json::{Map, Value};
@@ -54,11 +56,18 @@ pub struct ConnectionSpec<'a> {
 pub struct Connectors {
     http: HttpClient,
     auth: SharedAuth,
+    call_maps: Arc<dyn CallMapStore>,
 }
 
 impl Connectors {
+    /// Call maps stay in memory until `with_call_maps` names a durable store.
     pub fn new(http: HttpClient, auth: SharedAuth) -> Self {
-        Self { http, auth }
+        Self { http, auth, call_maps: Arc::new(call_maps::MemoryCallMaps::default()) }
+    }
+
+    pub fn with_call_maps(mut self, maps: Arc<dyn CallMapStore>) -> Self {
+        self.call_maps = maps;
+        self
     }
 
     /// The CRM behind `spec`. `lane` decides whether its calls wait behind interactive ones.
@@ -110,17 +119,20 @@ impl Connectors {
         let (template, version) = spec
             .template
             .ok_or_else(|| CrmError::validation("kind", format!("the template of {} could not be found", spec.kind)))?;
-        Ok(Arc::new(template::TemplateConnector::new(
-            template.clone(),
-            version,
-            self.http.clone(),
-            self.auth.clone(),
-            ctx,
-            spec.host,
-            spec.fields,
-            spec.credentials,
-            spec.region,
-        )?))
+        Ok(Arc::new(
+            template::TemplateConnector::new(
+                template.clone(),
+                version,
+                self.http.clone(),
+                self.auth.clone(),
+                ctx,
+                spec.host,
+                spec.fields,
+                spec.credentials,
+                spec.region,
+            )?
+            .with_call_maps(self.call_maps.clone()),
+        ))
     }
 }
 

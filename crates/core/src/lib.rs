@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth_state;
+pub mod call_map;
 pub mod clock;
 pub mod connection;
 pub mod crm;

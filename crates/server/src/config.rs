@@ -49,6 +49,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub outbound: OutboundSettings,
     pub request_log: RequestLogSettings,
+    pub call_maps: CallMapSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -158,6 +159,12 @@ pub struct RequestLogSettings {
     pub body_preview_bytes: usize,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallMapSettings {
+    pub retention_days: u32,
+}
+
 /// `config check` prints the effective settings; secrets show only whether they are set.
 fn redact_nonempty<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(if value.is_empty() { "" } else { "[redacted]" })
@@ -241,6 +248,9 @@ impl Settings {
                 "jobs.backoff_max_secs",
                 "must be at least jobs.backoff_base_secs (which must be ≥ 1)",
             ));
+        }
+        if self.call_maps.retention_days == 0 {
+            return Err(invalid("call_maps.retention_days", "must be at least 1"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crmhub_connectors::http::{AddressPolicy, Lane};
 use crmhub_connectors::template::{Template, TemplateConnector};
@@ -29,8 +30,13 @@ pub struct CrmRegistry {
 /// A connection, and whether its calls go in the interactive lane.
 type BuiltKey = (ConnectionId, bool);
 
-/// A connector and the connection version (`updated_at`) it was built from.
-type Built = (UnixMillis, Arc<dyn Crm>);
+/// A connector, the connection version (`updated_at`) it was built from, and when it was last
+/// used.
+type Built = (UnixMillis, Arc<dyn Crm>, Instant);
+
+/// A connector unused this long is dropped (with its caches and sessions held in memory): the
+/// connection may be gone, deleted through another instance or the CLI.
+const IDLE: Duration = Duration::from_secs(30 * 60);
 
 impl CrmRegistry {
     pub fn new(templates: TemplateRegistry, policy: AddressPolicy) -> Self {
@@ -46,16 +52,29 @@ impl CrmRegistry {
         lane: Lane,
     ) -> Result<Arc<dyn Crm>, AccessError> {
         let key = (connection.id, lane == Lane::Interactive);
-        if let Some((version, crm)) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some((version, crm, used)) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
             if *version == connection.updated_at {
+                *used = Instant::now();
                 return Ok(crm.clone());
             }
         }
         let (credentials, template) = self.parts(store, tenant, connection).await?;
         let spec = spec(tenant, connection, &credentials, &template);
         let crm = connectors.crm(spec, lane)?;
-        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (connection.updated_at, crm.clone()));
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        built.retain(|_, (_, _, used)| used.elapsed() < IDLE);
+        built.insert(key, (connection.updated_at, crm.clone(), Instant::now()));
         Ok(crm)
+    }
+
+    /// Drops the connectors built for a deleted connection.
+    pub fn forget(&self, connection: ConnectionId) {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _), _| *id != connection);
+    }
+
+    /// How many connectors are kept (for tests).
+    pub fn kept(&self) -> usize {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The SMS provider behind an `sms` template connection.

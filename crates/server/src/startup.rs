@@ -210,6 +210,7 @@ impl Application {
             let housekeeping = tokio::spawn(maintenance::run(
                 self.state.store.clone(),
                 settings.request_log.clone(),
+                settings.call_maps.clone(),
                 maintenance_stop.clone(),
             ));
             (Some(pool), Some(housekeeping))

@@ -45,7 +45,8 @@ impl AppState {
         let (sink, writer) = request_log_writer::start(store.clone(), metrics.clone());
         let http = HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), clock)
             .context("building the outbound HTTP client")?;
-        let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())));
+        let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())))
+            .with_call_maps(Arc::new(store.clone()));
         let templates = TemplateRegistry::default();
         let policy = crmhub_connectors::http::AddressPolicy::new(http.policy().allow_private.clone());
         crate::templates::publish_shipped(&store, &policy).await?;

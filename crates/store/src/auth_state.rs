@@ -14,7 +14,7 @@ use crmhub_core::auth_state::{AuthLock, AuthStateError, AuthStateStore};
 use crate::db::{Db, on_pool};
 use crate::{Store, StoreError};
 
-fn seal_context(key: &str) -> String {
+pub(crate) fn seal_context(key: &str) -> String {
     format!("auth_state:{key}")
 }
 

@@ -245,7 +245,7 @@ impl Store {
             }
             DatabaseUrl::Sqlite(_) => None,
         };
-        Ok(Self {
+        let store = Self {
             lock_pool,
             db,
             vault: Arc::new(vault),
@@ -254,7 +254,9 @@ impl Store {
                 max_queue_depth_per_tenant: options.max_queue_depth_per_tenant,
                 default_max_attempts: options.default_max_attempts,
             }),
-        })
+        };
+        store.move_legacy_call_maps().await?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth_state;
+mod call_maps;
 pub mod channels;
 pub mod connections;
 mod db;

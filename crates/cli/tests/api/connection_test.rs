@@ -144,3 +144,18 @@ async fn the_cli_tests_a_connection_too() {
     let entries: Value = serde_json::from_slice(&requests.stdout).unwrap();
     assert!(entries.as_array().unwrap().len() >= 3, "the CLI flushed its request log: {entries}");
 }
+
+#[tokio::test]
+async fn a_deleted_connection_leaves_no_connector_behind() {
+    let sim = spawn(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    let id = vtiger_connection(&app, &sim.base_url(), KEY).await;
+    let path = format!("/admin/v1/tenants/acme/connections/{id}/test");
+    let report: Value = app.admin_send(reqwest::Method::POST, &path, &json!({})).await.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(app.state.crms.kept(), 1, "the tested connection's connector is kept for reuse");
+    let deleted = app.admin_delete(&format!("/admin/v1/tenants/acme/connections/{id}")).await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.state.crms.kept(), 0, "and dropped with the connection");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use crmhub_core::auth_state::AuthStateStore;
+use crmhub_core::call_map::{CallMapStore, CallRecord};
 use crmhub_core::crm::{
     Activity, ActivityKind, CallDirection, CallLog, CallOutcome, CallStage, Capability, CardOptions, ChangeCursor,
     ChangePage, ConnectionCheck, ContactCard, ContactRecord, ContactSummary, Crm, CrmError, LabeledValue, LoggedCall,
@@ -13,7 +13,7 @@ use crmhub_core::crm::{
 };
 use crmhub_core::phone::PhoneNumber;
 use crmhub_core::time::utc_date_time as date_time;
-use crmhub_core::{Credentials, Host, PhoneRegion, Secret};
+use crmhub_core::{ConnectionId, Credentials, Host, PhoneRegion, Secret, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,6 +23,7 @@ use super::parse::chain_of;
 use super::pointer::{Pointer, as_text};
 use super::request::build;
 use crate::auth::{AuthKey, SharedAuth};
+use crate::call_maps::MemoryCallMaps;
 use crate::http::{CallContext, HttpClient, OutboundResponse, StatusCode};
 
 type Inputs = BTreeMap<String, String>;
@@ -49,9 +50,11 @@ pub struct TemplateConnector {
     credentials: Credentials,
     auth: SharedAuth,
     auth_key: AuthKey,
-    state: Arc<dyn AuthStateStore>,
-    /// Prefix of this connection's keys in the state store.
-    connection_key: String,
+    /// Which record was made for which call id (the CRM may have nowhere to keep ours).
+    call_maps: Arc<dyn CallMapStore>,
+    /// The connection the call maps belong to; a connector without one (a template check)
+    /// keeps them in memory under an id of its own.
+    owner: (TenantId, ConnectionId),
     region: Option<PhoneRegion>,
     capabilities: Vec<Capability>,
     /// `contact.id_prefix`, rendered from the connection's fields.
@@ -161,10 +164,8 @@ impl TemplateConnector {
         let lock =
             if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
         let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
-        let connection_key = match ctx.owner {
-            Some((tenant, connection)) => format!("template-state:{tenant}:{connection}"),
-            None => format!("template-state:{account}"),
-        };
+        let owner = ctx.owner.unwrap_or_else(|| (TenantId::new(), ConnectionId::new()));
+        let call_maps: Arc<dyn CallMapStore> = Arc::new(MemoryCallMaps::default());
         let contact_id_prefix = match &template.contact.id_prefix {
             Some(expr) => {
                 Some(expr.render(&FieldScope(&values)).map_err(|e| CrmError::validation("contact.id_prefix", e))?)
@@ -175,7 +176,7 @@ impl TemplateConnector {
         let capabilities = capabilities_of(&template);
         let ctx = ctx.redacting(credentials.values().cloned());
         Ok(Self {
-            state: auth.store(),
+            call_maps,
             template,
             version,
             http,
@@ -185,7 +186,7 @@ impl TemplateConnector {
             credentials,
             auth,
             auth_key,
-            connection_key,
+            owner,
             region,
             capabilities,
             contact_id_prefix,
@@ -734,12 +735,6 @@ fn matches_term(summary: &ContactSummary, term: &str) -> bool {
                 .any(|p| p.chars().filter(char::is_ascii_digit).collect::<String>().contains(&digits)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct LoggedCallState {
-    record_id: String,
-    stage: CallStage,
-}
-
 #[async_trait]
 impl Crm for TemplateConnector {
     fn capabilities(&self) -> &[Capability] {
@@ -936,13 +931,12 @@ impl Crm for TemplateConnector {
             self.contact_exists(contact).await?;
         }
         // The CRM may have nowhere to keep our call id, so crmhub remembers which record it made.
-        let key = format!("{}:call:{}", self.connection_key, call.call_id);
-        let known: Option<LoggedCallState> = self
-            .state
-            .load(&key)
+        let (tenant, connection) = self.owner;
+        let known = self
+            .call_maps
+            .get(tenant, connection, &call.call_id)
             .await
-            .map_err(|e| CrmError::Unavailable(e.to_string()))?
-            .and_then(|s| serde_json::from_str(s.expose()).ok());
+            .map_err(|e| CrmError::Unavailable(e.to_string()))?;
         let mut inputs = call_inputs(call);
         if let Some(state) = &known {
             inputs.insert("record_id".into(), state.record_id.clone());
@@ -950,13 +944,13 @@ impl Crm for TemplateConnector {
             let complete = self.endpoint(Trigger::CallLogComplete);
             if let (false, Some(complete)) = (regress, complete) {
                 self.call(complete, &inputs, None).await?;
-                self.remember_call(&key, &state.record_id, call.stage.max(state.stage)).await?;
+                self.remember_call(&call.call_id, &state.record_id, call.stage.max(state.stage)).await?;
             }
             return Ok(LoggedCall { record_id: state.record_id.clone(), created: false });
         }
         let body = self.call(create, &inputs, None).await?;
         let record_id = self.created_id(create, &body)?;
-        self.remember_call(&key, &record_id, call.stage).await?;
+        self.remember_call(&call.call_id, &record_id, call.stage).await?;
         Ok(LoggedCall { record_id, created: true })
     }
 
@@ -1070,10 +1064,16 @@ impl TemplateConnector {
         }
     }
 
-    async fn remember_call(&self, key: &str, record_id: &str, stage: CallStage) -> Result<(), CrmError> {
-        let state = LoggedCallState { record_id: record_id.to_owned(), stage };
-        let value = serde_json::to_string(&state).map_err(|e| CrmError::Protocol(e.to_string()))?;
-        self.state.save(key, &Secret::new(value)).await.map_err(|e| CrmError::Unavailable(e.to_string()))
+    async fn remember_call(&self, call_id: &str, record_id: &str, stage: CallStage) -> Result<(), CrmError> {
+        let (tenant, connection) = self.owner;
+        let record = CallRecord { record_id: record_id.to_owned(), stage };
+        self.call_maps.put(tenant, connection, call_id, &record).await.map_err(|e| CrmError::Unavailable(e.to_string()))
+    }
+
+    /// Keeps the call maps in `maps` (the database, for a connection's connector).
+    pub fn with_call_maps(mut self, maps: Arc<dyn CallMapStore>) -> Self {
+        self.call_maps = maps;
+        self
     }
 }
 

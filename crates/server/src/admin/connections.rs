@@ -121,7 +121,9 @@ async fn remove(
     PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = tenant_id(&state, &slug).await?;
-    state.store.connections(tenant).delete(connection_id(&id)?).await?;
+    let id = connection_id(&id)?;
+    state.store.connections(tenant).delete(id).await?;
+    state.crms.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

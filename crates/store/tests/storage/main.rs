@@ -7,6 +7,7 @@
 mod harness;
 
 mod auth_state;
+mod call_maps;
 mod errors;
 mod isolation;
 mod jobs;
