@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crmhub_connectors::http::{OutboundPolicy, RateSpec};
 use crmhub_store::{DatabaseUrl, MasterKey, MasterKeySource, StoreOptions};
-use figment::Figment;
-use figment::providers::{Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("config.default.toml");
@@ -178,12 +179,6 @@ impl Settings {
 
     /// Defaults, then `file` (which must exist when given), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_from(file, &env)
-    }
-
-    /// As `load`, with the environment passed in (so tests need not mutate the process's).
-    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
             if !file.exists() {
@@ -191,14 +186,16 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(env_provider(env));
+        figment = figment.merge(EnvStrings(environment()));
         let settings = Self::extract(figment)?;
         settings.validate()?;
         Ok(settings)
     }
 
+    /// Lossy: an environment value is a string until a typed field reads it as a number or a
+    /// boolean, so `CRMHUB_ADMIN_TOKEN=0123456789012345` stays the string it is.
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        figment.extract().map_err(|e| {
+        figment.extract_lossy().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
             ConfigError::Parse(messages.join("; "))
         })
@@ -350,78 +347,48 @@ impl Settings {
 
 /// `CRMHUB_SECTION__KEY` → `section.key`, plus the shortcuts. `CRMHUB_TEST_*` belongs to the
 /// test-suite and is ignored; every other `CRMHUB_*` name must be a real setting.
-fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<serde_json::Value> {
-    let mut root = serde_json::Map::new();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("CRMHUB_") else { continue };
-        let key = rest.to_ascii_lowercase();
-        if key.starts_with("test_") || key.is_empty() {
-            continue;
-        }
-        let path = ENV_ALIASES
-            .iter()
-            .find(|(alias, _)| *alias == key)
-            .map(|(_, path)| (*path).to_owned())
-            .unwrap_or_else(|| key.replace("__", "."));
-        insert_path(&mut root, &path, env_value(value));
-    }
-    figment::providers::Serialized::defaults(serde_json::Value::Object(root))
+fn environment() -> Env {
+    Env::prefixed("CRMHUB_")
+        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .map(|key| {
+            ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| key == *alias)
+                .map_or_else(|| key.as_str().to_owned().into(), |(_, path)| (*path).into())
+        })
+        .split("__")
 }
 
-/// Environment values are strings; numbers, booleans and arrays are read as TOML would.
-fn env_value(raw: &str) -> serde_json::Value {
-    let trimmed = raw.trim();
-    if trimmed.starts_with('[') {
-        if let Ok(value) = toml_array(trimmed) {
-            return value;
-        }
-    }
-    if let Ok(n) = trimmed.parse::<i64>() {
-        return n.into();
-    }
-    if let Ok(f) = trimmed.parse::<f64>() {
-        if trimmed.contains('.') {
-            return f.into();
-        }
-    }
-    match trimmed {
-        "true" => true.into(),
-        "false" => false.into(),
-        _ => raw.into(),
-    }
-}
+/// figment's `Env` reads what `environment()` names, but would turn every value that looks like
+/// a number into one (`0123` → 123, an all-digit token → "found unsigned int"). Here values stay
+/// strings, except a `[…]` list (`CRMHUB_OUTBOUND__ALLOW_PRIVATE=["10.0.0.0/8"]`); typed fields
+/// read them through `extract_lossy`.
+struct EnvStrings(Env);
 
-fn toml_array(raw: &str) -> Result<serde_json::Value, ()> {
-    let doc: serde_json::Value =
-        Figment::from(Toml::string(&format!("v = {raw}"))).extract_inner("v").map_err(|_| ())?;
-    Ok(doc)
-}
+impl Provider for EnvStrings {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("CRMHUB_* environment variables")
+    }
 
-fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
-    let mut parts = path.split('.').peekable();
-    let mut node = root;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            node.insert(part.to_owned(), value);
-            return;
+    fn data(&self) -> Result<figment::value::Map<Profile, figment::value::Dict>, figment::Error> {
+        let mut values = Figment::new();
+        for (key, raw) in self.0.iter() {
+            let value: Value = if raw.trim_start().starts_with('[') {
+                raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))
+            } else {
+                Value::from(raw)
+            };
+            values = values.merge(Serialized::default(key.as_str(), value));
         }
-        let entry = node.entry(part.to_owned()).or_insert_with(|| serde_json::Value::Object(Default::default()));
-        if !entry.is_object() {
-            *entry = serde_json::Value::Object(Default::default());
-        }
-        let serde_json::Value::Object(next) = entry else { return };
-        node = next;
+        values.data()
     }
 }
 
 /// One figment error as "key: problem (source)".
 fn describe(error: &figment::Error) -> String {
     let key = error.path.join(".");
-    // The environment layer is built in code, so its source is a code location; files name
-    // themselves.
     let source = error.metadata.as_ref().map(|m| match &m.source {
         Some(figment::Source::File(path)) => path.display().to_string(),
-        Some(figment::Source::Code(_)) => "CRMHUB_* environment variables".to_owned(),
         Some(other) => other.to_string(),
         None => m.name.to_string(),
     });
@@ -434,6 +401,10 @@ fn describe(error: &figment::Error) -> String {
         } else {
             format!("{key}.{field}")
         };
+        // An unknown key carries the metadata of the section it sits in, not of the layer
+        // that added it; the environment says whether it was one of its names.
+        let from_env = environment().iter().any(|(name, _)| name.as_str() == full);
+        let source = if from_env { Some("CRMHUB_* environment variables".to_owned()) } else { source };
         message = format!("unknown key {full:?}");
         return match source {
             Some(s) => format!("{message} (in {s})"),
@@ -453,8 +424,20 @@ fn describe(error: &figment::Error) -> String {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    /// `Settings::load` with exactly these environment variables (figment's jail serialises
+    /// the tests that change the process environment). The jail's closure type is figment's.
+    #[allow(clippy::result_large_err)]
+    fn load(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (key, value) in vars {
+                jail.set_env(key, value);
+            }
+            loaded = Some(Settings::load(file));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
     }
 
     fn file(contents: &str) -> tempfile::NamedTempFile {
@@ -465,7 +448,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let s = Settings::load_from(None, &[]).unwrap();
+        let s = load(None, &[]).unwrap();
         assert_eq!(s.server.role, Role::Both);
         assert_eq!(s.listen_addr().unwrap().port(), 8080);
         assert!(matches!(s.database_url().unwrap(), DatabaseUrl::Sqlite(p) if p.ends_with("crmhub.db")));
@@ -474,60 +457,52 @@ mod tests {
     #[test]
     fn file_then_env_override_in_order() {
         let f = file("[server]\nlisten = \"127.0.0.1:9000\"\nrole = \"api\"\n[jobs]\nconcurrency = 2\n");
-        let s =
-            Settings::load_from(Some(f.path()), &env(&[("CRMHUB_JOBS__CONCURRENCY", "7"), ("CRMHUB_ROLE", "worker")]))
-                .unwrap();
+        let s = load(Some(f.path()), &[("CRMHUB_JOBS__CONCURRENCY", "7"), ("CRMHUB_ROLE", "worker")]).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:9000", "file beats defaults");
         assert_eq!(s.jobs.concurrency, 7, "env beats file");
         assert_eq!(s.server.role, Role::Worker, "shortcut");
-        let s =
-            Settings::load_from(None, &env(&[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"127.0.0.1\", \"10.0.0.0/8\"]")]))
-                .unwrap();
+        let s = load(None, &[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"127.0.0.1\", \"10.0.0.0/8\"]")]).unwrap();
         assert_eq!(s.outbound_policy().unwrap().allow_private.len(), 2);
     }
 
     #[test]
     fn unknown_keys_are_named() {
         let f = file("[server]\nlisten = \"127.0.0.1:9000\"\nlistne = \"x\"\n");
-        let err = Settings::load_from(Some(f.path()), &[]).unwrap_err().to_string();
+        let err = load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(err.contains("server.listne"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__CONCURENCY", "3")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_JOBS__CONCURENCY", "3")]).unwrap_err().to_string();
         assert!(err.contains("jobs.concurency") && err.contains("environment"), "{err}");
         // The test-suite's own variables are not settings.
-        Settings::load_from(None, &env(&[("CRMHUB_TEST_DATABASE_URL", "postgres://x")])).unwrap();
+        load(None, &[("CRMHUB_TEST_DATABASE_URL", "postgres://x")]).unwrap();
     }
 
     #[test]
     fn malformed_toml_is_refused_with_its_location() {
         let f = file("[server\nlisten = 1");
-        let err = Settings::load_from(Some(f.path()), &[]).unwrap_err().to_string();
+        let err = load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(err.contains("invalid configuration"), "{err}");
         assert!(err.contains(&f.path().display().to_string()) || err.contains("line"), "{err}");
     }
 
     #[test]
     fn wrong_types_and_values_name_the_key() {
-        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__CONCURRENCY", "many")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_JOBS__CONCURRENCY", "many")]).unwrap_err().to_string();
         assert!(err.contains("jobs.concurrency"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_DATABASE_URL", "mysql://root@localhost/crm")]))
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[("CRMHUB_DATABASE_URL", "mysql://root@localhost/crm")]).unwrap_err().to_string();
         assert!(err.contains("database.url") && err.contains("unknown scheme \"mysql\""), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_LISTEN", "localhost")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_LISTEN", "localhost")]).unwrap_err().to_string();
         assert!(err.contains("server.listen"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"ten.0.0.1\"]")]))
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"ten.0.0.1\"]")]).unwrap_err().to_string();
         assert!(err.contains("outbound.allow_private"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_JOBS__LEASE_SECS", "10")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_JOBS__LEASE_SECS", "10")]).unwrap_err().to_string();
         assert!(err.contains("jobs.lease_secs"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_MASTER_KEY", "not-a-key")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_MASTER_KEY", "not-a-key")]).unwrap_err().to_string();
         assert!(err.contains("vault.master_key"), "{err}");
-        let err = Settings::load_from(None, &env(&[("CRMHUB_ROLE", "everything")])).unwrap_err().to_string();
+        let err = load(None, &[("CRMHUB_ROLE", "everything")]).unwrap_err().to_string();
         assert!(err.contains("server.role"), "{err}");
         for (key, value) in [("CRMHUB_SERVER__SOCIAL_INBOX_TIMEOUT_MS", "0"), ("CRMHUB_SERVER__ADMIN_TIMEOUT_MS", "99")]
         {
-            let err = Settings::load_from(None, &env(&[(key, value)])).unwrap_err().to_string();
+            let err = load(None, &[(key, value)]).unwrap_err().to_string();
             let name = key.strip_prefix("CRMHUB_SERVER__").unwrap().to_ascii_lowercase();
             assert!(err.contains(&format!("server.{name}")), "{err}");
         }
@@ -535,14 +510,25 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = Settings::load_from(Some(Path::new("/nonexistent/crmhub.toml")), &[]).unwrap_err();
+        let err = load(Some(Path::new("/nonexistent/crmhub.toml")), &[]).unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
     }
 
     #[test]
     fn secrets_never_print_from_config_check() {
-        let s = Settings::load_from(None, &env(&[("CRMHUB_ADMIN_TOKEN", "a-very-long-admin-token")])).unwrap();
+        let s = load(None, &[("CRMHUB_ADMIN_TOKEN", "a-very-long-admin-token")]).unwrap();
         let shown = serde_json::to_string(&s).unwrap();
         assert!(!shown.contains("a-very-long-admin-token") && shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn environment_values_are_strings_until_a_typed_field_reads_them() {
+        let s =
+            load(None, &[("CRMHUB_ADMIN_TOKEN", "0123456789012345678"), ("CRMHUB_JOBS__CONCURRENCY", "007")]).unwrap();
+        assert_eq!(s.admin.token, "0123456789012345678", "an all-digit token, leading zero kept");
+        assert_eq!(s.jobs.concurrency, 7, "a typed field still reads a number");
+        let s = load(None, &[("CRMHUB_DATA_DIR", "0042"), ("CRMHUB_VAULT__ALLOW_NEW_DATABASE", "true")]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("0042"));
+        assert!(s.vault.allow_new_database);
     }
 }
