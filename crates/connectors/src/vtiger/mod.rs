@@ -3,7 +3,7 @@
 
 mod crm;
 mod protocol;
-mod queries;
+pub mod queries;
 pub mod vtql;
 
 use std::collections::HashMap;
