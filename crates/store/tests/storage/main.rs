@@ -5,6 +5,7 @@ mod harness;
 
 mod auth_state;
 mod isolation;
+mod job_connections;
 mod jobs;
 mod records;
 mod templates;
