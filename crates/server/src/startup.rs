@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
+use crate::jobs::{JobContext, JobHandler, JobRegistry, WorkerConfig, WorkerPool};
 use crate::metrics;
 use crate::request_log_writer::RequestLogWriter;
 use crate::state::AppState;
@@ -26,7 +26,8 @@ pub struct ApplicationBuilder {
     settings: Settings,
     listener: Option<TcpListener>,
     clock: Arc<dyn Clock>,
-    registry: JobRegistry,
+    /// Kinds added by tests and embedders, beside the product's own.
+    handlers: Vec<(String, Arc<dyn JobHandler>)>,
     extra_routes: Option<Router<AppState>>,
 }
 
@@ -43,7 +44,7 @@ impl ApplicationBuilder {
     }
 
     pub fn job_handler(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
-        self.registry.register(kind, handler);
+        self.handlers.push((kind.to_owned(), handler));
         self
     }
 
@@ -65,12 +66,19 @@ impl ApplicationBuilder {
         };
         let local_addr = listener.local_addr()?;
         let router = router(&state, self.extra_routes);
+        // Handlers get the application they run in; the product's job kinds come first, so a
+        // test may replace one.
+        let mut registry = JobRegistry::new(JobContext::new(&state));
+        maintenance::register(&mut registry, &state.settings);
+        for (kind, handler) in self.handlers {
+            registry.register(&kind, handler);
+        }
         Ok(Application {
             listener,
             local_addr,
             router,
             state,
-            registry: Arc::new(self.registry),
+            registry: Arc::new(registry),
             generated_admin_token,
             shutdown: CancellationToken::new(),
             log_writer,
@@ -123,7 +131,7 @@ impl Application {
             settings,
             listener: None,
             clock: Arc::new(SystemClock),
-            registry: JobRegistry::new(),
+            handlers: Vec::new(),
             extra_routes: None,
         }
     }
@@ -188,7 +196,7 @@ impl Application {
             );
             let housekeeping = tokio::spawn(maintenance::run(
                 self.state.store.clone(),
-                settings.request_log.clone(),
+                self.state.jobs_wake.clone(),
                 maintenance_stop.clone(),
             ));
             (Some(pool), Some(housekeeping))

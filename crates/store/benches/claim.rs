@@ -34,12 +34,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
         let mut options = sqlx::postgres::PgConnectOptions::from_str(&admin)?;
         options = options.database(&name);
-        let url = format!(
-            "postgres://{}@{}:{}/{name}",
-            options.get_username(),
-            options.get_host(),
-            options.get_port()
-        );
+        let url = format!("postgres://{}@{}:{}/{name}", options.get_username(), options.get_host(), options.get_port());
         let result = run("postgres", DatabaseUrl::parse(&url)?, jobs, samples).await;
         sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await?;
         result?;

@@ -45,7 +45,15 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn new(kind: impl Into<String>, payload: Value) -> Self {
-        Self { kind: kind.into(), payload, dedupe_key: None, run_at: None, max_attempts: None, priority: 0, connection: None }
+        Self {
+            kind: kind.into(),
+            payload,
+            dedupe_key: None,
+            run_at: None,
+            max_attempts: None,
+            priority: 0,
+            connection: None,
+        }
     }
 
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
@@ -290,9 +298,9 @@ impl Tx {
             .await
         })
         .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::NotFound { entity: if job.connection.is_some() { "tenant or connection" } else { "tenant" } }
-            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+                entity: if job.connection.is_some() { "tenant or connection" } else { "tenant" },
+            },
             _ => StoreError::Database(e),
         })?;
         match inserted {

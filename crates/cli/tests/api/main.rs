@@ -10,6 +10,7 @@ mod admin_tenants;
 mod binary;
 mod connection_test;
 mod echoed_secrets;
+mod job_context;
 mod jobs;
 mod operations;
 mod secrets;

@@ -112,7 +112,7 @@ async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationTok
     let lease_lost = CancellationToken::new();
     let heartbeat = tokio::spawn(keep_lease(ctx.store.clone(), job.clone(), ctx.config.lease, lease_lost.clone()));
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.job_timeout, handler.run(&job)) => Some(result.unwrap_or_else(|_| {
+        result = tokio::time::timeout(ctx.config.job_timeout, handler.run(ctx.registry.context(), &job)) => Some(result.unwrap_or_else(|_| {
             JobOutcome::Retry(format!("timed out after {}s", ctx.config.job_timeout.as_secs()))
         })),
         () = lease_lost.cancelled() => None,
@@ -130,10 +130,23 @@ async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationTok
         return;
     };
 
+    let outcome = match outcome {
+        JobOutcome::Crm(error) => {
+            let now = ctx.store.clock().now_millis();
+            JobOutcome::of_crm_error(error, job.attempts, job.connection_id.is_some(), now, &ctx.config)
+        }
+        other => other,
+    };
     let jobs = ctx.store.jobs();
     match outcome {
         JobOutcome::Done => record(ctx, &job, "done", jobs.complete(&job).await),
         JobOutcome::RetryAt { at, reason } => record(ctx, &job, "deferred", jobs.defer(&job, at, Some(&reason)).await),
+        JobOutcome::Reauth(reason) => {
+            tracing::warn!(%reason, "credentials refused; pausing the connection's jobs until it is active again");
+            record(ctx, &job, "paused", pause(ctx, &job, &reason).await);
+        }
+        // Resolved above; kept total rather than trusting that.
+        JobOutcome::Crm(error) => record(ctx, &job, "dead", jobs.kill(&job, &error.to_string()).await),
         JobOutcome::Fail(error) => {
             tracing::warn!(%error, "job failed permanently");
             record(ctx, &job, "dead", jobs.kill(&job, &error).await);
@@ -154,6 +167,15 @@ async fn execute(ctx: &WorkerContext, job: ClaimedJob, abandon: &CancellationTok
             }
         }
     }
+}
+
+/// Marks the job's connection `needs_reauth` (which pauses its waiting jobs) and parks the job.
+async fn pause(ctx: &WorkerContext, job: &ClaimedJob, reason: &str) -> crmhub_store::Result<()> {
+    if let Some(connection) = job.connection_id {
+        let connections = ctx.store.connections(job.tenant_id);
+        connections.set_status(connection, crmhub_core::ConnectionStatus::NeedsReauth, Some(reason)).await?;
+    }
+    ctx.store.jobs().park(job, reason).await
 }
 
 fn record(ctx: &WorkerContext, job: &ClaimedJob, outcome: &str, result: crmhub_store::Result<()>) {
