@@ -13,6 +13,7 @@ mod echoed_secrets;
 mod job_context;
 mod jobs;
 mod operations;
+mod rate_budget;
 mod secrets;
 mod social_inbox;
 mod templates;

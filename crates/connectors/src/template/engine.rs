@@ -160,6 +160,13 @@ impl TemplateConnector {
         };
         let lock =
             if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
+        // The declared remote account's budget (shared with a native connection to the same
+        // user), else the host's: connections to one remote share one budget.
+        let budget_key = if remote_account.trim().is_empty() {
+            format!("host:{}", host.as_str())
+        } else {
+            AuthKey::login_lock(host, &remote_account)
+        };
         let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
         let connection_key = match ctx.owner {
             Some((tenant, connection)) => format!("template-state:{tenant}:{connection}"),
@@ -173,7 +180,7 @@ impl TemplateConnector {
         }
         .filter(|p| !p.is_empty());
         let capabilities = capabilities_of(&template);
-        let ctx = ctx.redacting(credentials.values().cloned());
+        let ctx = ctx.redacting(credentials.values().cloned()).budget_key(budget_key);
         Ok(Self {
             state: auth.store(),
             template,
