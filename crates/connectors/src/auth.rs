@@ -95,6 +95,75 @@ impl SharedAuth {
         Ok(fresh)
     }
 
+    /// The session to use now: the current one if `usable` accepts it (a token about to expire
+    /// is not), else a renewed one.
+    pub async fn session<U, L, LF>(&self, key: &AuthKey, usable: U, login: L) -> Result<Secret, CrmError>
+    where
+        U: Fn(&Secret) -> bool,
+        L: FnOnce() -> LF,
+        LF: Future<Output = Result<Secret, CrmError>>,
+    {
+        match self.current(key).await? {
+            Some(current) if usable(&current) => Ok(current),
+            Some(stale) => self.renew(key, Some(&stale), login).await,
+            None => self.renew(key, None, login).await,
+        }
+    }
+
+    /// The session loop every connector with a login runs: take the current session (logging
+    /// in if there is none), `send` with it, and if `expired` says the remote refused the
+    /// session, renew it once (single flight, as `renew`) and replay once. A fresh session
+    /// refused too is `AuthFailed`; there is never a third send.
+    ///
+    /// `expired` reads an answer and says why it means "log in again" (`None`: it does not).
+    /// Replaying is only right where a refused session means nothing ran.
+    pub async fn with_session<R, L, LF, S, SF, E>(
+        &self,
+        key: &AuthKey,
+        login: L,
+        send: S,
+        expired: E,
+    ) -> Result<R, CrmError>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Result<Secret, CrmError>>,
+        S: Fn(Secret) -> SF,
+        SF: Future<Output = Result<R, CrmError>>,
+        E: Fn(&R) -> Option<String>,
+    {
+        self.with_usable_session(key, |_| true, login, send, expired).await
+    }
+
+    /// `with_session`, where a stored session that `usable` refuses (one about to expire) is
+    /// renewed before it is sent at all.
+    pub async fn with_usable_session<R, U, L, LF, S, SF, E>(
+        &self,
+        key: &AuthKey,
+        usable: U,
+        login: L,
+        send: S,
+        expired: E,
+    ) -> Result<R, CrmError>
+    where
+        U: Fn(&Secret) -> bool,
+        L: Fn() -> LF,
+        LF: Future<Output = Result<Secret, CrmError>>,
+        S: Fn(Secret) -> SF,
+        SF: Future<Output = Result<R, CrmError>>,
+        E: Fn(&R) -> Option<String>,
+    {
+        let session = self.session(key, usable, &login).await?;
+        let answer = send(session.clone()).await?;
+        let Some(why) = expired(&answer) else { return Ok(answer) };
+        tracing::debug!(%why, "session refused; logging in again");
+        let fresh = self.renew(key, Some(&session), &login).await?;
+        let answer = send(fresh).await?;
+        match expired(&answer) {
+            None => Ok(answer),
+            Some(why) => Err(CrmError::AuthFailed(format!("a fresh session was refused too ({why})"))),
+        }
+    }
+
     fn local_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(key.to_owned()).or_default().clone()
@@ -172,6 +241,119 @@ mod tests {
         assert_eq!(logins.load(Ordering::SeqCst), 2, "one initial login and one renewal");
         assert!(seen.iter().all(|s| s.expose() == "s2"));
         assert_eq!(auth.current(&key()).await.unwrap().unwrap().expose(), "s2");
+    }
+
+    /// A fake remote for the session loop: it refuses the first `expire` sends as expired.
+    struct Remote {
+        logins: AtomicUsize,
+        sends: AtomicUsize,
+        expire: usize,
+    }
+
+    impl Remote {
+        fn new(expire: usize) -> Arc<Self> {
+            Arc::new(Self { logins: AtomicUsize::new(0), sends: AtomicUsize::new(0), expire })
+        }
+
+        async fn call(&self, auth: &SharedAuth) -> Result<String, CrmError> {
+            auth.with_session(
+                &key(),
+                || async {
+                    let n = self.logins.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    Ok(Secret::new(format!("s{}", n + 1)))
+                },
+                |session| async move {
+                    let n = self.sends.fetch_add(1, Ordering::SeqCst);
+                    Ok(if n < self.expire { "EXPIRED".to_owned() } else { format!("ok with {}", session.expose()) })
+                },
+                |answer: &String| (answer == "EXPIRED").then(|| "EXPIRED".to_owned()),
+            )
+            .await
+        }
+
+        fn counts(&self) -> (usize, usize) {
+            (self.logins.load(Ordering::SeqCst), self.sends.load(Ordering::SeqCst))
+        }
+    }
+
+    #[tokio::test]
+    async fn with_session_logs_in_when_there_is_no_session_and_reuses_it() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        let remote = Remote::new(0);
+        assert_eq!(remote.call(&auth).await.unwrap(), "ok with s1");
+        assert_eq!(remote.call(&auth).await.unwrap(), "ok with s1");
+        assert_eq!(remote.counts(), (1, 2), "one login, no replay");
+    }
+
+    #[tokio::test]
+    async fn with_session_renews_an_expired_session_once_and_replays_once() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        auth.renew(&key(), None, || async { Ok(Secret::new("s0")) }).await.unwrap();
+        let remote = Remote::new(1);
+        assert_eq!(remote.call(&auth).await.unwrap(), "ok with s1");
+        assert_eq!(remote.counts(), (1, 2), "one renewal, one replay");
+    }
+
+    #[tokio::test]
+    async fn with_session_gives_up_when_a_fresh_session_is_refused_too() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        auth.renew(&key(), None, || async { Ok(Secret::new("s0")) }).await.unwrap();
+        let remote = Remote::new(usize::MAX);
+        let err = remote.call(&auth).await.unwrap_err();
+        assert!(matches!(&err, CrmError::AuthFailed(m) if m.contains("EXPIRED")), "{err:?}");
+        assert_eq!(remote.counts(), (1, 2), "one renewal, one replay, no loop");
+    }
+
+    #[tokio::test]
+    async fn with_session_errors_are_not_replayed() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        let sends = AtomicUsize::new(0);
+        let err = auth
+            .with_session(
+                &key(),
+                || async { Ok(Secret::new("s1")) },
+                |_| async {
+                    sends.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>(CrmError::Unavailable("down".into()))
+                },
+                |_| Some("never asked".into()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err, CrmError::Unavailable("down".into()));
+        assert_eq!(sends.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_of_an_expired_session_renew_it_once() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        auth.renew(&key(), None, || async { Ok(Secret::new("s0")) }).await.unwrap();
+        // The remote refuses s0 only: every caller's first send fails, and all of them replay
+        // with the one session the first renewal made.
+        let logins = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (auth, logins) = (auth.clone(), logins.clone());
+            tasks.push(tokio::spawn(async move {
+                auth.with_session(
+                    &key(),
+                    || async {
+                        let n = logins.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        Ok(Secret::new(format!("s{}", n + 1)))
+                    },
+                    |session| async move { Ok(session.expose().to_owned()) },
+                    |answer: &String| (answer == "s0").then(|| "s0 is gone".to_owned()),
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "s1");
+        }
+        assert_eq!(logins.load(Ordering::SeqCst), 1, "one login for all eight callers");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod crm;
 pub mod ids;
 pub mod phone;
+pub mod rate_budget;
 pub mod request_log;
 pub mod secret;
 pub mod signing;

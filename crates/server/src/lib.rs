@@ -10,7 +10,7 @@ pub mod crm_access;
 pub mod error;
 pub mod extract;
 pub mod jobs;
-mod maintenance;
+pub mod maintenance;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;

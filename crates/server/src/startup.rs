@@ -18,7 +18,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::jobs::{JobHandler, JobRegistry, WorkerConfig, WorkerPool};
+use crate::jobs::{JobContext, JobHandler, JobRegistry, WorkerConfig, WorkerPool};
 use crate::metrics;
 use crate::middleware::{self, RouteTimeout};
 use crate::request_log_writer::RequestLogWriter;
@@ -30,7 +30,8 @@ pub struct ApplicationBuilder {
     settings: Settings,
     listener: Option<TcpListener>,
     clock: Arc<dyn Clock>,
-    registry: JobRegistry,
+    /// Kinds added by tests and embedders, beside the product's own.
+    handlers: Vec<(String, Arc<dyn JobHandler>)>,
     extra_routes: Option<Router<AppState>>,
 }
 
@@ -47,7 +48,7 @@ impl ApplicationBuilder {
     }
 
     pub fn job_handler(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
-        self.registry.register(kind, handler);
+        self.handlers.push((kind.to_owned(), handler));
         self
     }
 
@@ -69,12 +70,19 @@ impl ApplicationBuilder {
         };
         let local_addr = listener.local_addr()?;
         let router = router(&state, self.extra_routes);
+        // Handlers get the application they run in; the product's job kinds come first, so a
+        // test may replace one.
+        let mut registry = JobRegistry::new(JobContext::new(&state));
+        maintenance::register(&mut registry, &state.settings);
+        for (kind, handler) in self.handlers {
+            registry.register(&kind, handler);
+        }
         Ok(Application {
             listener,
             local_addr,
             router,
             state,
-            registry: Arc::new(self.registry),
+            registry: Arc::new(registry),
             generated_admin_token,
             shutdown: CancellationToken::new(),
             log_writer,
@@ -144,7 +152,7 @@ impl Application {
             settings,
             listener: None,
             clock: Arc::new(SystemClock),
-            registry: JobRegistry::new(),
+            handlers: Vec::new(),
             extra_routes: None,
         }
     }
@@ -209,8 +217,7 @@ impl Application {
             );
             let housekeeping = tokio::spawn(maintenance::run(
                 self.state.store.clone(),
-                settings.request_log.clone(),
-                settings.call_maps.clone(),
+                self.state.jobs_wake.clone(),
                 maintenance_stop.clone(),
             ));
             (Some(pool), Some(housekeeping))

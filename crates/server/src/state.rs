@@ -43,8 +43,13 @@ impl AppState {
         let store = Store::open(settings.store_options(clock.clone())?).await.context("opening the database")?;
         let metrics = Arc::new(Metrics::new());
         let (sink, writer) = request_log_writer::start(store.clone(), metrics.clone());
-        let http = HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), clock)
+        let mut http = HttpClient::new(settings.outbound_policy()?, metrics.outbound.clone(), Arc::new(sink), clock)
             .context("building the outbound HTTP client")?;
+        // Several instances share a PostgreSQL database, and so its rate budgets; a SQLite
+        // installation is one instance, whose in-process budgets are the whole budget.
+        if store.backend() == crmhub_store::Backend::Postgres {
+            http = http.with_shared_budget(Arc::new(store.clone()));
+        }
         let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())))
             .with_call_maps(Arc::new(store.clone()));
         let templates = TemplateRegistry::default();

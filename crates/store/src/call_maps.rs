@@ -79,11 +79,12 @@ impl CallMapStore for Store {
 }
 
 impl Store {
-    /// Forgets call maps not touched since `cutoff`: a call's events arrive within hours, so an
-    /// old map only grows the table.
-    pub async fn prune_call_maps(&self, cutoff: UnixMillis) -> Result<u64> {
+    /// Forgets the tenant's call maps not touched since `cutoff`: a call's events arrive within
+    /// hours, so an old map only grows the table.
+    pub async fn prune_call_maps(&self, tenant: TenantId, cutoff: UnixMillis) -> Result<u64> {
         Ok(on_pool!(&self.db, |pool| {
-            sqlx::query("DELETE FROM call_maps WHERE updated_at < $1")
+            sqlx::query("DELETE FROM call_maps WHERE tenant_id = $1 AND updated_at < $2")
+                .bind(tenant.to_string())
                 .bind(cutoff)
                 .execute(pool)
                 .await

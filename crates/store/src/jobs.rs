@@ -6,6 +6,11 @@
 //! counts the attempt), so nothing stays stuck. Only the lease holder can finish a job:
 //! every transition is conditioned on the claim's unique lease token.
 //!
+//! A job may name the connection it works for. While that connection `needs_reauth` its
+//! jobs are `paused`: never claimed, and resumed (pending again) when the connection is active
+//! again. Database triggers keep that rule whichever way the connection's status changes, and
+//! keep a per-tenant count of open jobs so that the depth cap costs one row read per enqueue.
+//!
 //! Claiming: PostgreSQL uses `FOR UPDATE SKIP LOCKED` so concurrent workers on several
 //! instances never pick the same row; SQLite runs the claim inside `BEGIN IMMEDIATE`, which
 //! serialises writers.
@@ -13,7 +18,7 @@
 use std::time::Duration;
 
 use crmhub_core::clock::duration_millis;
-use crmhub_core::{JobId, TenantId, UnixMillis};
+use crmhub_core::{ConnectionId, JobId, TenantId, UnixMillis};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -34,11 +39,21 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     /// Higher runs first: interactive work ahead of backfills.
     pub priority: i32,
+    /// The connection the job works for: it pauses while the connection needs new credentials.
+    pub connection: Option<ConnectionId>,
 }
 
 impl NewJob {
     pub fn new(kind: impl Into<String>, payload: Value) -> Self {
-        Self { kind: kind.into(), payload, dedupe_key: None, run_at: None, max_attempts: None, priority: 0 }
+        Self {
+            kind: kind.into(),
+            payload,
+            dedupe_key: None,
+            run_at: None,
+            max_attempts: None,
+            priority: 0,
+            connection: None,
+        }
     }
 
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
@@ -58,6 +73,11 @@ impl NewJob {
 
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
+        self
+    }
+
+    pub fn connection(mut self, connection: ConnectionId) -> Self {
+        self.connection = Some(connection);
         self
     }
 }
@@ -81,6 +101,8 @@ impl Enqueued {
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Pending,
+    /// Waiting for its connection's credentials to be fixed; not claimed until then.
+    Paused,
     Running,
     Dead,
 }
@@ -89,6 +111,7 @@ impl JobStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::Paused => "paused",
             Self::Running => "running",
             Self::Dead => "dead",
         }
@@ -97,6 +120,7 @@ impl JobStatus {
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "pending" => Some(Self::Pending),
+            "paused" => Some(Self::Paused),
             "running" => Some(Self::Running),
             "dead" => Some(Self::Dead),
             _ => None,
@@ -111,6 +135,7 @@ pub struct ClaimedJob {
     pub tenant_id: TenantId,
     pub kind: String,
     pub payload: Value,
+    pub connection_id: Option<ConnectionId>,
     /// Attempts so far, including this one.
     pub attempts: u32,
     pub max_attempts: u32,
@@ -128,6 +153,7 @@ impl ClaimedJob {
 pub struct JobRecord {
     pub id: JobId,
     pub tenant_id: TenantId,
+    pub connection_id: Option<ConnectionId>,
     pub kind: String,
     pub payload: Value,
     pub dedupe_key: Option<String>,
@@ -144,6 +170,7 @@ pub struct JobRecord {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepth {
+    /// Waiting to run, paused ones included.
     pub pending: u64,
     pub running: u64,
     pub dead: u64,
@@ -168,6 +195,7 @@ pub enum Redrive {
 struct ClaimRow {
     id: String,
     tenant_id: String,
+    connection_id: Option<String>,
     kind: String,
     payload: String,
     attempts: i32,
@@ -178,6 +206,7 @@ struct ClaimRow {
 struct JobRow {
     id: String,
     tenant_id: String,
+    connection_id: Option<String>,
     kind: String,
     payload: String,
     dedupe_key: Option<String>,
@@ -199,6 +228,7 @@ impl TryFrom<JobRow> for JobRecord {
         Ok(JobRecord {
             id: parse_id("job", &row.id)?,
             tenant_id: parse_id("job", &row.tenant_id)?,
+            connection_id: row.connection_id.as_deref().map(|c| parse_id("job", c)).transpose()?,
             payload: parse_json("job", &row.id, &row.payload)?,
             status: JobStatus::parse(&row.status)
                 .ok_or_else(|| StoreError::corrupt("job", &row.id, format!("unknown status {:?}", row.status)))?,
@@ -233,20 +263,24 @@ impl Tx {
         if let Some(existing) = find_pending_duplicate(self, &tenant_s, &job).await? {
             return Ok(Enqueued::Duplicate(existing));
         }
-        let depth: i64 = on_tx!(self, |conn| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status IN ('pending', 'running')")
+        // Kept by triggers on `jobs`: one row to read, however deep the queue.
+        let depth: Option<i64> = on_tx!(self, |conn| {
+            sqlx::query_scalar("SELECT open FROM job_depth WHERE tenant_id = $1")
                 .bind(&tenant_s)
-                .fetch_one(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
         })?;
-        if u64::try_from(depth).unwrap_or(0) >= cap {
+        if u64::try_from(depth.unwrap_or(0)).unwrap_or(0) >= cap {
             return Err(StoreError::QueueFull { tenant, cap });
         }
         let inserted: Option<String> = on_tx!(self, |conn| {
             sqlx::query_scalar(
                 "INSERT INTO jobs (id, tenant_id, kind, payload, dedupe_key, status, priority, run_at, attempts, \
-                 max_attempts, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, 0, $8, $9, $9) \
+                 max_attempts, created_at, updated_at, connection_id) \
+                 VALUES ($1, $2, $3, $4, $5, \
+                 CASE WHEN EXISTS (SELECT 1 FROM connections WHERE id = $10 AND tenant_id = $2 \
+                                   AND status = 'needs_reauth') THEN 'paused' ELSE 'pending' END, \
+                 $6, $7, 0, $8, $9, $9, $10) \
                  ON CONFLICT (tenant_id, kind, dedupe_key) WHERE dedupe_key IS NOT NULL AND status = 'pending' \
                  DO NOTHING RETURNING id",
             )
@@ -259,11 +293,14 @@ impl Tx {
             .bind(run_at)
             .bind(max_attempts)
             .bind(now)
+            .bind(job.connection.map(|c| c.to_string()))
             .fetch_optional(&mut *conn)
             .await
         })
         .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { entity: "tenant" },
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+                entity: if job.connection.is_some() { "tenant or connection" } else { "tenant" },
+            },
             _ => StoreError::Database(e),
         })?;
         match inserted {
@@ -280,7 +317,8 @@ async fn find_pending_duplicate(tx: &mut Tx, tenant: &str, job: &NewJob) -> Resu
     let Some(key) = job.dedupe_key.as_deref() else { return Ok(None) };
     let existing: Option<String> = on_tx!(tx, |conn| {
         sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE tenant_id = $1 AND kind = $2 AND dedupe_key = $3 AND status = 'pending'",
+            "SELECT id FROM jobs WHERE tenant_id = $1 AND kind = $2 AND dedupe_key = $3 \
+             AND status IN ('pending', 'paused')",
         )
         .bind(tenant)
         .bind(&job.kind)
@@ -342,13 +380,18 @@ impl Jobs<'_> {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
+        // Two index walks, each stopping at its first row: an abandoned lease (`jobs_lease`), else
+        // the most urgent runnable job (`jobs_claim`, in the order of the ORDER BY, so no sort
+        // however many jobs wait). COALESCE evaluates the second only when the first is empty.
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
              lease_expires_at = $3, updated_at = $1 \
-             WHERE id = (SELECT id FROM jobs \
-                         WHERE (status = 'pending' AND run_at <= $1) OR (status = 'running' AND lease_expires_at < $1) \
-                         ORDER BY priority DESC, run_at, created_at LIMIT 1 {pick}) \
-             RETURNING id, tenant_id, kind, payload, attempts, max_attempts"
+             WHERE id = COALESCE( \
+                 (SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < $1 \
+                  ORDER BY lease_expires_at LIMIT 1 {pick}), \
+                 (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
+                  ORDER BY priority DESC, run_at, created_at LIMIT 1 {pick})) \
+             RETURNING id, tenant_id, connection_id, kind, payload, attempts, max_attempts"
         );
         let row: Option<ClaimRow> = on_tx!(&mut tx, |conn| {
             sqlx::query_as(&sql).bind(now).bind(&lease_token).bind(lease_until).fetch_optional(&mut *conn).await
@@ -358,6 +401,7 @@ impl Jobs<'_> {
         Ok(Some(ClaimedJob {
             id: parse_id("job", &row.id)?,
             tenant_id: parse_id("job", &row.tenant_id)?,
+            connection_id: row.connection_id.as_deref().map(|c| parse_id("job", c)).transpose()?,
             payload: parse_json("job", &row.id, &row.payload)?,
             kind: row.kind,
             attempts: u32::try_from(row.attempts).unwrap_or(1),
@@ -466,6 +510,28 @@ impl Jobs<'_> {
         if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
     }
 
+    /// Its connection's credentials were refused: the job waits, without counting the attempt,
+    /// until the connection is active again (then it resumes with the connection's other jobs).
+    /// Should the connection have been fixed meanwhile, the job is simply pending again.
+    pub async fn park(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
+        let done = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM connections c \
+                   WHERE c.id = jobs.connection_id AND c.status = 'needs_reauth') THEN 'paused' ELSE 'pending' END, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $4, last_error = $3, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_token)
+            .bind(truncate(reason))
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
     /// A job going back to pending while a newer pending job with the same dedupe key waits
     /// (enqueued while this one ran) is merged into it: the twin does the work, and the unique
     /// pending-dedupe rule holds. Returns whether this job was removed.
@@ -489,7 +555,8 @@ impl Jobs<'_> {
         let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 1000));
         let rows: Vec<JobRow> = on_pool!(&self.store.db, |pool| {
             sqlx::query_as(
-                "SELECT id, tenant_id, kind, payload, dedupe_key, status, priority, run_at, attempts, max_attempts, \
+                "SELECT id, tenant_id, connection_id, kind, payload, dedupe_key, status, priority, run_at, attempts, \
+                 max_attempts, \
                  lease_expires_at, last_error, created_at, updated_at FROM jobs \
                  WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR kind = $3) \
                  ORDER BY created_at, id LIMIT $4",
@@ -571,7 +638,7 @@ impl Jobs<'_> {
         for (status, count) in rows {
             let count = u64::try_from(count).unwrap_or(0);
             match JobStatus::parse(&status) {
-                Some(JobStatus::Pending) => depth.pending = count,
+                Some(JobStatus::Pending | JobStatus::Paused) => depth.pending += count,
                 Some(JobStatus::Running) => depth.running = count,
                 Some(JobStatus::Dead) => depth.dead = count,
                 None => {}

@@ -108,6 +108,33 @@ impl Store {
 }
 
 impl RequestLog<'_> {
+    /// Retention for this tenant only: entries older than `older_than`, and beyond the newest
+    /// `keep_per_connection` of each of its connections.
+    pub async fn prune(&self, older_than: UnixMillis, keep_per_connection: u32) -> Result<u64> {
+        let tenant = self.tenant.to_string();
+        let by_age = on_pool!(&self.store.db, |pool| {
+            sqlx::query("DELETE FROM request_log WHERE tenant_id = $1 AND at < $2")
+                .bind(&tenant)
+                .bind(older_than)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        let by_count = on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "DELETE FROM request_log WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+                 (PARTITION BY connection_id ORDER BY id DESC) AS rank FROM request_log WHERE tenant_id = $1) ranked \
+                 WHERE rank > $2)",
+            )
+            .bind(&tenant)
+            .bind(i64::from(keep_per_connection))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(by_age + by_count)
+    }
+
     /// The newest entries for one connection, newest first; `before` pages backwards by id.
     pub async fn list(&self, connection: ConnectionId, limit: u32, before: Option<i64>) -> Result<Vec<LoggedRequest>> {
         let rows: Vec<LoggedRow> = on_pool!(&self.store.db, |pool| {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmhub_server::jobs::{JobHandler, JobOutcome};
+use crmhub_server::jobs::{JobContext, JobHandler, JobOutcome};
 use crmhub_sim::vtiger::{VtigerSimOptions, spawn as spawn_vtiger};
 use crmhub_store::MasterKey;
 use crmhub_store::jobs::{ClaimedJob, NewJob};
@@ -26,7 +26,7 @@ struct Counting {
 
 #[async_trait::async_trait]
 impl JobHandler for Counting {
-    async fn run(&self, job: &ClaimedJob) -> JobOutcome {
+    async fn run(&self, _: &JobContext, job: &ClaimedJob) -> JobOutcome {
         self.runs.0.lock().unwrap().entry(job.id.to_string()).or_default().push(self.instance);
         tokio::time::sleep(Duration::from_millis(10)).await;
         JobOutcome::Done

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crmhub_core::clock::ManualClock;
 use crmhub_server::config::Role;
-use crmhub_server::jobs::{JobHandler, JobOutcome};
+use crmhub_server::jobs::{JobContext, JobHandler, JobOutcome};
 use crmhub_store::jobs::{ClaimedJob, JobFilter, JobStatus, NewJob};
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ impl Flaky {
 
 #[async_trait::async_trait]
 impl JobHandler for Flaky {
-    async fn run(&self, _job: &ClaimedJob) -> JobOutcome {
+    async fn run(&self, _ctx: &JobContext, _job: &ClaimedJob) -> JobOutcome {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.failures { JobOutcome::Retry(format!("failure {call}")) } else { JobOutcome::Done }
     }
@@ -36,7 +36,7 @@ struct Sleepy(Duration);
 
 #[async_trait::async_trait]
 impl JobHandler for Sleepy {
-    async fn run(&self, _job: &ClaimedJob) -> JobOutcome {
+    async fn run(&self, _ctx: &JobContext, _job: &ClaimedJob) -> JobOutcome {
         tokio::time::sleep(self.0).await;
         JobOutcome::Done
     }

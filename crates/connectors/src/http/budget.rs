@@ -1,11 +1,18 @@
 //! Rate budgets: token buckets per connection and per remote host, each with two lanes.
 //! Interactive calls (an agent waiting for a card) go ahead of background work (a backfill):
 //! while an interactive caller waits for a token, background callers do not take one.
+//!
+//! What holds where: the buckets here hold per process. On PostgreSQL (several instances of
+//! one installation) the HTTP client also takes every token from a bucket in the database
+//! (`SharedRateBudget`), leased a few at a time, so a budget holds across instances too; a
+//! lease an instance does not use in time is lost, never reused beyond the budget. On SQLite
+//! there is one instance per database, and the in-process buckets are the whole budget.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crmhub_core::rate_budget::SharedRateBudget;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,13 +96,73 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
+/// Tokens this process took from a shared bucket and has not spent yet.
+#[derive(Debug, Default)]
+pub struct SharedLease {
+    tokens: Mutex<u32>,
+    /// One refill from the shared store at a time per key.
+    refill: tokio::sync::Mutex<()>,
+}
+
+impl SharedLease {
+    /// How many tokens to take at once: about a tenth of a second's worth, at most a quarter
+    /// of the burst, at least one.
+    fn size(spec: RateSpec) -> u32 {
+        let tenth = (spec.per_second / 10.0).ceil() as u32;
+        tenth.min(spec.burst / 4).max(1)
+    }
+
+    fn spend(&self) -> bool {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if *tokens > 0 {
+            *tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits for a token of the shared bucket `key`. Should the shared store fail, the call
+    /// goes ahead under the in-process bucket alone (logged): a database hiccup must not stop
+    /// every outbound call.
+    pub async fn acquire(&self, shared: &dyn SharedRateBudget, key: &str, spec: RateSpec) {
+        loop {
+            if self.spend() {
+                return;
+            }
+            let _refill = self.refill.lock().await;
+            if self.spend() {
+                return;
+            }
+            match shared.take(key, spec.per_second, spec.burst, Self::size(spec)).await {
+                Ok(grant) if grant.granted > 0 => {
+                    *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) += grant.granted - 1;
+                    return;
+                }
+                Ok(grant) => {
+                    tokio::time::sleep(grant.retry_in.clamp(Duration::from_millis(1), Duration::from_secs(1))).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "shared rate budget unavailable; using this instance's only");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Buckets by key, created on first use.
 #[derive(Debug, Default)]
 pub struct Budgets {
     buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+    leases: Mutex<HashMap<String, Arc<SharedLease>>>,
 }
 
 impl Budgets {
+    pub fn lease(&self, key: &str) -> Arc<SharedLease> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
+    }
+
     pub fn bucket(&self, key: &str, spec: RateSpec) -> Arc<TokenBucket> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         match buckets.get(key) {

@@ -16,6 +16,7 @@ use super::address::{AddressPolicy, AddressRefused, PolicyResolver};
 use super::budget::{Budgets, Lane, RateSpec};
 use super::metrics::OutboundMetrics;
 use super::redact::Redactor;
+use crmhub_core::rate_budget::SharedRateBudget;
 
 /// Who is calling, for budgets, metrics and the request log.
 #[derive(Debug, Clone)]
@@ -29,6 +30,11 @@ pub struct CallContext {
     /// This connection's own budget, when it differs from the policy default (Kommo allows
     /// 7 requests per second, say).
     pub rate: Option<RateSpec>,
+    /// Whose budget the calls spend: connections with the same key share one bucket (two
+    /// connections to one CRM account must not each get the account's whole limit). The
+    /// connector sets it (Vtiger: host and user; a template: its declared account, else the
+    /// host); without one, each connection has its own.
+    pub budget_key: Option<String>,
     /// Values to mask wherever they appear — in the request log, and in every error that
     /// leaves the connector (credentials, session ids, tokens). Shared by the clones of one
     /// connector's context, so a session learnt on one call is masked on all.
@@ -37,11 +43,17 @@ pub struct CallContext {
 
 impl CallContext {
     pub fn new(connector: &'static str, lane: Lane) -> Self {
-        Self { owner: None, connector, lane, rate: None, secrets: KnownSecrets::default() }
+        Self { owner: None, connector, lane, rate: None, budget_key: None, secrets: KnownSecrets::default() }
     }
 
     pub fn for_connection(mut self, tenant: TenantId, connection: ConnectionId) -> Self {
         self.owner = Some((tenant, connection));
+        self
+    }
+
+    /// The budget this context's calls spend (see `budget_key`).
+    pub fn budget_key(mut self, key: impl Into<String>) -> Self {
+        self.budget_key = Some(key.into());
         self
     }
 
@@ -260,6 +272,8 @@ pub struct HttpClient {
     policy: Arc<OutboundPolicy>,
     address: Arc<AddressPolicy>,
     budgets: Arc<Budgets>,
+    /// Where budgets are shared with the installation's other instances (PostgreSQL).
+    shared_budget: Option<Arc<dyn SharedRateBudget>>,
     metrics: OutboundMetrics,
     log: Arc<dyn RequestLogSink>,
     clock: Arc<dyn Clock>,
@@ -289,7 +303,23 @@ impl HttpClient {
             .user_agent(concat!("crmhub/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OutboundError::Transport(error_chain(&e.without_url())))?;
-        Ok(Self { inner, policy: Arc::new(policy), address, budgets: Arc::default(), metrics, log, clock })
+        Ok(Self {
+            inner,
+            policy: Arc::new(policy),
+            address,
+            budgets: Arc::default(),
+            shared_budget: None,
+            metrics,
+            log,
+            clock,
+        })
+    }
+
+    /// Takes every budget token from `shared` too (leased a few at a time), so that budgets
+    /// hold across the instances that share it, not only within this process.
+    pub fn with_shared_budget(mut self, shared: Arc<dyn SharedRateBudget>) -> Self {
+        self.shared_budget = Some(shared);
+        self
     }
 
     pub fn metrics(&self) -> &OutboundMetrics {
@@ -409,16 +439,29 @@ impl HttpClient {
     /// throttled longer than that is told so (rate limited) instead of hanging.
     async fn take_budget(&self, ctx: &CallContext, url: &Url) -> Result<(), OutboundError> {
         let wait = async {
-            if let Some((_, connection)) = ctx.owner {
-                let spec = ctx.rate.unwrap_or(self.policy.per_connection);
-                self.budgets.bucket(&format!("connection:{connection}"), spec).acquire(ctx.lane).await;
+            let own = match (&ctx.budget_key, ctx.owner) {
+                (Some(key), _) => Some(format!("account:{key}")),
+                (None, Some((_, connection))) => Some(format!("connection:{connection}")),
+                (None, None) => None,
+            };
+            if let Some(key) = own {
+                self.spend(&key, ctx.rate.unwrap_or(self.policy.per_connection), ctx.lane).await;
             }
             let host = url.host_str().unwrap_or_default();
-            self.budgets.bucket(&format!("host:{host}"), self.policy.per_host).acquire(ctx.lane).await;
+            self.spend(&format!("host:{host}"), self.policy.per_host, ctx.lane).await;
         };
         tokio::time::timeout(self.policy.request_timeout, wait)
             .await
             .map_err(|_| OutboundError::RateLimited { retry_after: None })
+    }
+
+    /// One token of budget `key`: this process's bucket (which also orders the lanes), then the
+    /// shared one where there is one.
+    async fn spend(&self, key: &str, spec: RateSpec, lane: Lane) {
+        self.budgets.bucket(key, spec).acquire(lane).await;
+        if let Some(shared) = &self.shared_budget {
+            self.budgets.lease(key).acquire(shared.as_ref(), key, spec).await;
+        }
     }
 
     /// One HTTP exchange, measured and logged.

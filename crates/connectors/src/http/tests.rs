@@ -274,3 +274,70 @@ async fn the_request_log_is_redacted() {
     assert!(all.contains("username=admin") && all.contains("19x1"), "{all}");
     assert_eq!((entry.status, entry.outcome.as_str()), (Some(200), "ok"));
 }
+
+/// A shared budget in memory, as the database keeps it: counts what it granted.
+#[derive(Debug, Default)]
+struct CountingBudget {
+    granted: AtomicUsize,
+    asks: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crmhub_core::rate_budget::SharedRateBudget for CountingBudget {
+    async fn take(
+        &self,
+        _key: &str,
+        _per_second: f64,
+        _burst: u32,
+        want: u32,
+    ) -> Result<crmhub_core::rate_budget::BudgetGrant, crmhub_core::rate_budget::RateBudgetError> {
+        self.asks.fetch_add(1, Ordering::SeqCst);
+        self.granted.fetch_add(want as usize, Ordering::SeqCst);
+        Ok(crmhub_core::rate_budget::BudgetGrant { granted: want, retry_in: Duration::ZERO })
+    }
+}
+
+#[tokio::test]
+async fn connections_with_one_budget_key_share_one_bucket() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let (client, _) = client(loopback_allowed());
+    let rate = Some(RateSpec::new(10.0, 1));
+    let account = |key: Option<&str>| {
+        let mut ctx = ctx();
+        ctx.rate = rate;
+        ctx.budget_key = key.map(str::to_owned);
+        ctx
+    };
+    // Two connections, each with its own budget: 3 calls each at 10/s take ~0.2 s.
+    let (a, b) = (account(None), account(None));
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        client.send(&a, OutboundRequest::get(url(&base))).await.unwrap();
+        client.send(&b, OutboundRequest::get(url(&base))).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+    // The same two calls on one account: 6 calls of one 10/s budget take at least 0.5 s.
+    let (a, b) = (account(Some("login:crm.example.com:admin")), account(Some("login:crm.example.com:admin")));
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        client.send(&a, OutboundRequest::get(url(&base))).await.unwrap();
+        client.send(&b, OutboundRequest::get(url(&base))).await.unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_shared_budget_is_asked_in_leases_not_per_call() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let shared = Arc::new(CountingBudget::default());
+    let (client, _) = client(loopback_allowed());
+    let client = client.with_shared_budget(shared.clone());
+    let mut ctx = ctx();
+    ctx.rate = Some(RateSpec::new(100.0, 200));
+    for _ in 0..20 {
+        client.send(&ctx, OutboundRequest::get(url(&base))).await.unwrap();
+    }
+    // The connection's budget (100/s) leases 10 tokens at a time: 2 asks; the host's (the
+    // default 50/s) leases 5: 4 asks. Not 40.
+    assert_eq!(shared.asks.load(Ordering::SeqCst), 2 + 4, "{shared:?}");
+}

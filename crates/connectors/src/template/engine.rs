@@ -163,6 +163,13 @@ impl TemplateConnector {
         };
         let lock =
             if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
+        // The declared remote account's budget (shared with a native connection to the same
+        // user), else the host's: connections to one remote share one budget.
+        let budget_key = if remote_account.trim().is_empty() {
+            format!("host:{}", host.as_str())
+        } else {
+            AuthKey::login_lock(host, &remote_account)
+        };
         let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
         let owner = ctx.owner.unwrap_or_else(|| (TenantId::new(), ConnectionId::new()));
         let call_maps: Arc<dyn CallMapStore> = Arc::new(MemoryCallMaps::default());
@@ -174,7 +181,7 @@ impl TemplateConnector {
         }
         .filter(|p| !p.is_empty());
         let capabilities = capabilities_of(&template);
-        let ctx = ctx.redacting(credentials.values().cloned());
+        let ctx = ctx.redacting(credentials.values().cloned()).budget_key(budget_key);
         Ok(Self {
             call_maps,
             template,
@@ -207,23 +214,9 @@ impl TemplateConnector {
             && endpoint.params.iter().any(|p| param_sources(&p.value).iter().any(|s| matches!(s, Source::Auth(_))))
     }
 
-    /// The current session, or a new one when there is none, it expired, or `stale` failed.
-    async fn session(&self, stale: Option<&Secret>) -> Result<(Secret, Session), CrmError> {
-        if stale.is_none() {
-            if let Some(stored) = self.auth.current(&self.auth_key).await? {
-                let session = parse_session(&stored)?;
-                // Renew shortly before expiry; a token that lives only seconds is used to its end.
-                if session.expires_at.is_none_or(|at| at > now_unix().saturating_add(5)) {
-                    return Ok((stored, session));
-                }
-                let renewed = self.auth.renew(&self.auth_key, Some(&stored), || self.login()).await?;
-                let session = parse_session(&renewed)?;
-                return Ok((renewed, session));
-            }
-        }
-        let stored = self.auth.renew(&self.auth_key, stale, || self.login()).await?;
-        let session = parse_session(&stored)?;
-        Ok((stored, session))
+    /// The current session, or a new one when there is none or it is about to expire.
+    async fn session(&self) -> Result<Session, CrmError> {
+        parse_session(&self.auth.session(&self.auth_key, usable, || self.login()).await?)
     }
 
     /// Runs the auth chain: each step's outputs feed the next, the last yields the token.
@@ -302,19 +295,23 @@ impl TemplateConnector {
             let response = self.send(endpoint, &scope, None).await?;
             return self.interpret(endpoint, &response);
         }
-        let (stored, session) = self.session(None).await?;
-        let scope = CallScope { c: self, session: Some(&session), steps: None, inputs, page, now };
-        let response = self.send(endpoint, &scope, Some(&session.token)).await?;
-        if !self.expired(&response) {
-            return self.interpret(endpoint, &response);
-        }
-        tracing::debug!(endpoint = %endpoint.name, "token expired; authenticating again");
-        let (_, fresh) = self.session(Some(&stored)).await?;
-        let scope = CallScope { c: self, session: Some(&fresh), steps: None, inputs, page, now };
-        let response = self.send(endpoint, &scope, Some(&fresh.token)).await?;
-        if self.expired(&response) {
-            return Err(CrmError::AuthFailed(format!("{}: a fresh token was refused too", endpoint.name)));
-        }
+        let response = self
+            .auth
+            .with_usable_session(
+                &self.auth_key,
+                usable,
+                || self.login(),
+                |stored| async move {
+                    let session = parse_session(&stored)?;
+                    let scope = CallScope { c: self, session: Some(&session), steps: None, inputs, page, now };
+                    self.send(endpoint, &scope, Some(&session.token)).await
+                },
+                |response| {
+                    self.expired(response)
+                        .then(|| format!("{} answered HTTP {} for the token", endpoint.name, response.status.as_u16()))
+                },
+            )
+            .await?;
         self.interpret(endpoint, &response)
     }
 
@@ -637,6 +634,12 @@ fn param_sources(value: &super::model::ParamValue) -> Vec<Source> {
     out
 }
 
+/// Whether a stored session may still be sent: renewed shortly before expiry, though a token
+/// that lives only seconds is used to its end. An unreadable one is replaced.
+fn usable(stored: &Secret) -> bool {
+    parse_session(stored).is_ok_and(|s| s.expires_at.is_none_or(|at| at > now_unix().saturating_add(5)))
+}
+
 fn parse_session(stored: &Secret) -> Result<Session, CrmError> {
     serde_json::from_str(stored.expose())
         .map_err(|_| CrmError::Protocol("stored template session is unreadable".into()))
@@ -744,7 +747,7 @@ impl Crm for TemplateConnector {
     async fn check(&self) -> Result<ConnectionCheck, CrmError> {
         let mut details = vec![LabeledValue::new("template", format!("{} v{}", self.template.name, self.version))];
         if self.template.auth.is_some() {
-            self.session(None).await?;
+            self.session().await?;
             details.push(LabeledValue::new("authentication", "ok"));
         }
         if let Some(check) = self.endpoint(Trigger::ConnectionCheck) {

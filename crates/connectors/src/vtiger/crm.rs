@@ -231,7 +231,7 @@ impl Crm for Vtiger {
     }
 
     async fn check(&self) -> Result<ConnectionCheck, CrmError> {
-        let session = self.session(None).await?;
+        let session = self.session().await?;
         let contacts = self.describe("Contacts").await?;
         // The queries a search sends, one row each: a grammar this installation refuses shows
         // here rather than at the first customer's search.

@@ -98,7 +98,8 @@ impl Vtiger {
         let account = format!("vtiger:{}:{}", host.as_str(), username.to_lowercase());
         let key_hash = hex::encode(&Md5::digest(format!("crmhub:{}", access_key.expose()))[..8]);
         let auth_key = AuthKey { lock: AuthKey::login_lock(host, &username), state: format!("{account}:{key_hash}") };
-        let ctx = ctx.redacting([access_key.clone()]);
+        // One budget per Vtiger user, however many connections (native or template) use it.
+        let ctx = ctx.redacting([access_key.clone()]).budget_key(AuthKey::login_lock(host, &username));
         Ok(Self {
             http,
             endpoint,

@@ -53,14 +53,13 @@ pub(super) struct ActiveSession {
     pub name: Secret,
     pub user_id: String,
     pub version: Option<String>,
-    stored: Secret,
 }
 
 impl ActiveSession {
     fn from_stored(stored: Secret) -> Result<Self, CrmError> {
         let parsed: Session = serde_json::from_str(stored.expose())
             .map_err(|_| CrmError::Protocol("stored Vtiger session is unreadable".into()))?;
-        Ok(Self { name: Secret::new(parsed.session), user_id: parsed.user_id, version: parsed.version, stored })
+        Ok(Self { name: Secret::new(parsed.session), user_id: parsed.user_id, version: parsed.version })
     }
 }
 
@@ -112,31 +111,40 @@ impl Vtiger {
     /// Runs `operation` with the current session. A session error inside an HTTP 200 (the
     /// session was garbage-collected on the server) leads to one re-login and one replay.
     pub async fn invoke(&self, operation: &str, method: Method, params: &[(&str, String)]) -> Result<Value, CrmError> {
-        let session = self.session(None).await?;
-        match self.exchange(operation, method, params, Some(&session)).await? {
-            Answer::Failed { code, .. } if SESSION_ERRORS.contains(&code.as_str()) => {
-                tracing::debug!(operation, %code, "Vtiger session rejected; logging in again");
-                let fresh = self.session(Some(&session)).await?;
-                match self.exchange(operation, method, params, Some(&fresh)).await? {
-                    Answer::Failed { code, message } if SESSION_ERRORS.contains(&code.as_str()) => {
-                        Err(CrmError::AuthFailed(format!("a fresh session was rejected too ({code}: {message})")))
-                    }
-                    answer => into_result(operation, answer),
-                }
-            }
-            answer => into_result(operation, answer),
-        }
+        let answer = self.with_session(operation, method, params).await?;
+        into_result(operation, answer)
     }
 
-    /// The current session, or a new one if there is none or `stale` just failed.
-    pub(super) async fn session(&self, stale: Option<&ActiveSession>) -> Result<ActiveSession, CrmError> {
-        if stale.is_none() {
-            if let Some(stored) = self.auth.current(&self.auth_key).await? {
-                return ActiveSession::from_stored(stored);
-            }
-        }
-        let stored = self.auth.renew(&self.auth_key, stale.map(|s| &s.stored), || self.login()).await?;
-        ActiveSession::from_stored(stored)
+    /// One exchange under the shared session loop (`SharedAuth::with_session`): nothing ran when
+    /// Vtiger refuses a session, so the replay is safe even for create.
+    async fn with_session(
+        &self,
+        operation: &str,
+        method: Method,
+        params: &[(&str, String)],
+    ) -> Result<Answer, CrmError> {
+        self.auth
+            .with_session(
+                &self.auth_key,
+                || self.login(),
+                |stored| async move {
+                    let session = ActiveSession::from_stored(stored)?;
+                    self.exchange(operation, method, params, Some(&session)).await
+                },
+                |answer| match answer {
+                    Answer::Failed { code, message } if SESSION_ERRORS.contains(&code.as_str()) => {
+                        tracing::debug!(operation, %code, "Vtiger session rejected");
+                        Some(format!("{code}: {message}"))
+                    }
+                    _ => None,
+                },
+            )
+            .await
+    }
+
+    /// The current session, logging in if there is none.
+    pub(super) async fn session(&self) -> Result<ActiveSession, CrmError> {
+        ActiveSession::from_stored(self.auth.session(&self.auth_key, |_| true, || self.login()).await?)
     }
 
     /// getchallenge, then login with md5(token + access key). A token superseded by someone
@@ -249,7 +257,7 @@ impl Vtiger {
     /// Creates a record. `assigned_user_id` defaults to the logged-in user.
     pub async fn create(&self, module: &str, mut element: Record) -> Result<Record, CrmError> {
         if !element.contains_key("assigned_user_id") {
-            let session = self.session(None).await?;
+            let session = self.session().await?;
             element.insert("assigned_user_id".into(), Value::String(session.user_id));
         }
         let params = [("elementType", module.to_owned()), ("element", Value::Object(element).to_string())];
@@ -329,12 +337,7 @@ impl Vtiger {
             ("elementType", module.to_owned()),
             ("syncType", "application".to_owned()),
         ];
-        let session = self.session(None).await?;
-        let mut answer = self.exchange("sync", Method::Get, &params, Some(&session)).await?;
-        if matches!(&answer, Answer::Failed { code, .. } if SESSION_ERRORS.contains(&code.as_str())) {
-            let fresh = self.session(Some(&session)).await?;
-            answer = self.exchange("sync", Method::Get, &params, Some(&fresh)).await?;
-        }
+        let answer = self.with_session("sync", Method::Get, &params).await?;
         let works = match &answer {
             Answer::EmptyServerError => {
                 tracing::info!("Vtiger sync is broken on this installation (HTTP 500); using query watermarks");

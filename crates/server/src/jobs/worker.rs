@@ -122,7 +122,7 @@ async fn run_claimed(ctx: &WorkerContext, job: ClaimedJob, abandon: &Cancellatio
         keep_lease(ctx.store.clone(), job.clone(), ctx.config.lease, lease_lost.clone()).in_current_span(),
     );
     let outcome = tokio::select! {
-        result = tokio::time::timeout(ctx.config.job_timeout, handler.run(&job)) => Some(result.unwrap_or_else(|_| {
+        result = tokio::time::timeout(ctx.config.job_timeout, handler.run(ctx.registry.context(), &job)) => Some(result.unwrap_or_else(|_| {
             JobOutcome::Retry(format!("timed out after {}s", ctx.config.job_timeout.as_secs()))
         })),
         () = lease_lost.cancelled() => None,
@@ -140,10 +140,23 @@ async fn run_claimed(ctx: &WorkerContext, job: ClaimedJob, abandon: &Cancellatio
         return;
     };
 
+    let outcome = match outcome {
+        JobOutcome::Crm(error) => {
+            let now = ctx.store.clock().now_millis();
+            JobOutcome::of_crm_error(error, job.attempts, job.connection_id.is_some(), now, &ctx.config)
+        }
+        other => other,
+    };
     let jobs = ctx.store.jobs();
     match outcome {
         JobOutcome::Done => record(ctx, &job, "done", jobs.complete(&job).await),
         JobOutcome::RetryAt { at, reason } => record(ctx, &job, "deferred", jobs.defer(&job, at, Some(&reason)).await),
+        JobOutcome::Reauth(reason) => {
+            tracing::warn!(%reason, "credentials refused; pausing the connection's jobs until it is active again");
+            record(ctx, &job, "paused", pause(ctx, &job, &reason).await);
+        }
+        // Resolved above; kept total rather than trusting that.
+        JobOutcome::Crm(error) => record(ctx, &job, "dead", jobs.kill(&job, &error.to_string()).await),
         JobOutcome::Fail(error) => {
             tracing::warn!(%error, "job failed permanently");
             record(ctx, &job, "dead", jobs.kill(&job, &error).await);
@@ -164,6 +177,15 @@ async fn run_claimed(ctx: &WorkerContext, job: ClaimedJob, abandon: &Cancellatio
             }
         }
     }
+}
+
+/// Marks the job's connection `needs_reauth` (which pauses its waiting jobs) and parks the job.
+async fn pause(ctx: &WorkerContext, job: &ClaimedJob, reason: &str) -> crmhub_store::Result<()> {
+    if let Some(connection) = job.connection_id {
+        let connections = ctx.store.connections(job.tenant_id);
+        connections.set_status(connection, crmhub_core::ConnectionStatus::NeedsReauth, Some(reason)).await?;
+    }
+    ctx.store.jobs().park(job, reason).await
 }
 
 fn record(ctx: &WorkerContext, job: &ClaimedJob, outcome: &str, result: crmhub_store::Result<()>) {
@@ -234,7 +256,7 @@ mod tests {
 
     use super::*;
     use crate::Settings;
-    use crate::jobs::JobHandler;
+    use crate::jobs::{JobContext, JobHandler};
 
     /// Log output, kept for the test to read.
     #[derive(Clone, Default)]
@@ -264,7 +286,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl JobHandler for Rendezvous {
-        async fn run(&self, job: &ClaimedJob) -> JobOutcome {
+        async fn run(&self, _: &JobContext, job: &ClaimedJob) -> JobOutcome {
             self.0.wait().await;
             tracing::info!(job = %job.id, "between the meetings");
             self.1.wait().await;
@@ -283,7 +305,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::defaults().unwrap();
         settings.data_dir = dir.path().to_path_buf();
-        let store = Store::open(settings.store_options(Arc::new(SystemClock)).unwrap()).await.unwrap();
+        let (state, _log_writer) = crate::AppState::build(settings, Arc::new(SystemClock)).await.unwrap();
+        let store = state.store.clone();
         let tenant = store
             .tenants()
             .create(NewTenant {
@@ -297,7 +320,7 @@ mod tests {
         for n in 0..2 {
             store.jobs().enqueue(tenant.id, NewJob::new("rendezvous", serde_json::json!({"n": n}))).await.unwrap();
         }
-        let mut registry = JobRegistry::new();
+        let mut registry = JobRegistry::new(JobContext::new(&state));
         registry.register("rendezvous", Arc::new(Rendezvous(Barrier::new(2), Barrier::new(2))));
         let config = WorkerConfig {
             concurrency: 2,

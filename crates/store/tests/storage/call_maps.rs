@@ -45,7 +45,9 @@ async fn old_call_maps_are_pruned(which: Which) {
     db.clock.advance(Duration::from_secs(3600));
     let cutoff = store.clock().now_millis();
     store.put(acme.id, a.id, "new", &record("18x2", CallStage::Ended)).await.unwrap();
-    assert_eq!(store.prune_call_maps(cutoff).await.unwrap(), 1);
+    let other = tenant(&store, "other").await;
+    assert_eq!(store.prune_call_maps(other.id, cutoff).await.unwrap(), 0, "another tenant's prune");
+    assert_eq!(store.prune_call_maps(acme.id, cutoff).await.unwrap(), 1);
     assert!(store.get(acme.id, a.id, "old").await.unwrap().is_none());
     assert!(store.get(acme.id, a.id, "new").await.unwrap().is_some());
 }

@@ -10,6 +10,7 @@ mod auth_state;
 mod call_maps;
 mod errors;
 mod isolation;
+mod job_connections;
 mod jobs;
 mod records;
 mod schema;
