@@ -7,6 +7,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a session unused in this process stays in its memory.
+const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 
 use crmhub_core::Secret;
 use crmhub_core::auth_state::{AuthLock, AuthStateError, AuthStateStore};
@@ -34,7 +38,8 @@ impl AuthKey {
 pub struct SharedAuth {
     store: Arc<dyn AuthStateStore>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    cache: Arc<Mutex<HashMap<String, Secret>>>,
+    /// Sessions in plaintext, for this process, with when each was last used.
+    cache: Arc<Mutex<HashMap<String, (Secret, Instant)>>>,
 }
 
 impl std::fmt::Debug for SharedAuth {
@@ -164,17 +169,37 @@ impl SharedAuth {
         }
     }
 
+    /// The in-process login lock for `key`. Locks nobody holds or waits for are dropped as new
+    /// keys arrive, so one per remote account ever logged into does not pile up.
     fn local_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if !locks.contains_key(key) {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         locks.entry(key.to_owned()).or_default().clone()
     }
 
     fn cached(&self, key: &str) -> Option<Secret> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get_mut(key).map(|(value, used)| {
+            *used = Instant::now();
+            value.clone()
+        })
     }
 
+    /// Keeps `value` in memory. Sessions unused for `SESSION_IDLE` leave memory (a deleted
+    /// connection's, a rotated key's); they stay sealed in the store, which serves them again
+    /// if they are still wanted.
     fn remember(&self, key: &str, value: Secret) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), value);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, (_, used)| used.elapsed() < SESSION_IDLE);
+        cache.insert(key.to_owned(), (value, Instant::now()));
+    }
+
+    /// Sessions and locks held in memory (for tests).
+    pub fn kept(&self) -> (usize, usize) {
+        let sessions = self.cache.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (sessions, self.locks.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 }
 
@@ -208,6 +233,27 @@ mod tests {
 
     fn key() -> AuthKey {
         AuthKey { lock: "crm:admin".into(), state: "crm:admin:k1".into() }
+    }
+
+    #[tokio::test]
+    async fn login_locks_and_idle_sessions_do_not_pile_up() {
+        let auth = SharedAuth::new(Arc::new(MemoryAuthState::default()));
+        for account in 0..50 {
+            let key = AuthKey { lock: format!("host-{account}:admin"), state: format!("host-{account}:admin:k") };
+            auth.renew(&key, None, || async { Ok(Secret::new(format!("session-{account}"))) }).await.unwrap();
+        }
+        let (sessions, locks) = auth.kept();
+        assert_eq!(locks, 1, "only the lock of the latest login is left");
+        assert_eq!(sessions, 50, "sessions in use stay in memory");
+        // A session unused for the idle time leaves memory, and comes back from the store.
+        for (_, used) in auth.cache.lock().unwrap().values_mut() {
+            *used -= SESSION_IDLE;
+        }
+        let key = AuthKey { lock: "host-x:admin".into(), state: "host-x:admin:k".into() };
+        auth.renew(&key, None, || async { Ok(Secret::new("session-x")) }).await.unwrap();
+        assert_eq!(auth.kept().0, 1);
+        let old = AuthKey { lock: "host-3:admin".into(), state: "host-3:admin:k".into() };
+        assert_eq!(auth.current(&old).await.unwrap().unwrap().expose(), "session-3");
     }
 
     #[tokio::test]

@@ -99,7 +99,8 @@ impl Drop for WaitingGuard<'_> {
 /// Tokens this process took from a shared bucket and has not spent yet.
 #[derive(Debug, Default)]
 pub struct SharedLease {
-    tokens: Mutex<u32>,
+    /// The tokens left, and when they were taken.
+    tokens: Mutex<(u32, Option<Instant>)>,
     /// One refill from the shared store at a time per key.
     refill: tokio::sync::Mutex<()>,
 }
@@ -114,12 +115,19 @@ impl SharedLease {
 
     fn spend(&self) -> bool {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if *tokens > 0 {
-            *tokens -= 1;
+        if tokens.0 > 0 {
+            tokens.0 -= 1;
             true
         } else {
             false
         }
+    }
+
+    /// Whether dropping the lease loses nothing worth keeping: no tokens left, or tokens taken
+    /// so long ago that the shared bucket has refilled many times over.
+    fn is_spent(&self) -> bool {
+        let (left, taken_at) = *self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        left == 0 || taken_at.is_none_or(|at| at.elapsed() > Duration::from_secs(60))
     }
 
     /// Waits for a token of the shared bucket `key`. Should the shared store fail, the call
@@ -136,7 +144,7 @@ impl SharedLease {
             }
             match shared.take(key, spec.per_second, spec.burst, Self::size(spec)).await {
                 Ok(grant) if grant.granted > 0 => {
-                    *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) += grant.granted - 1;
+                    *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = (grant.granted - 1, Some(Instant::now()));
                     return;
                 }
                 Ok(grant) => {
@@ -158,9 +166,26 @@ pub struct Budgets {
     leases: Mutex<HashMap<String, Arc<SharedLease>>>,
 }
 
+impl TokenBucket {
+    /// Whether a fresh bucket would behave the same: full again, and nobody waiting. Such a
+    /// bucket can be dropped without changing any budget.
+    fn is_at_rest(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = state.refilled_at.elapsed().as_secs_f64();
+        state.interactive_waiting == 0 && state.tokens + elapsed * self.spec.per_second >= f64::from(self.spec.burst)
+    }
+}
+
+/// Buckets by key (a connection, a host, a CRM account), created on first use. Keys come from
+/// outside — every host ever called, every connection ever made — so a new key first drops the
+/// buckets at rest that no call holds: recreated, they would start full anyway.
 impl Budgets {
     pub fn lease(&self, key: &str) -> Arc<SharedLease> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if !leases.contains_key(key) {
+            leases.retain(|_, lease| Arc::strong_count(lease) > 1 || !lease.is_spent());
+        }
+        leases.entry(key.to_owned()).or_default().clone()
     }
 
     pub fn bucket(&self, key: &str, spec: RateSpec) -> Arc<TokenBucket> {
@@ -168,17 +193,47 @@ impl Budgets {
         match buckets.get(key) {
             Some(bucket) if bucket.spec == spec => bucket.clone(),
             _ => {
+                buckets.retain(|_, bucket| Arc::strong_count(bucket) > 1 || !bucket.is_at_rest());
                 let bucket = Arc::new(TokenBucket::new(spec));
                 buckets.insert(key.to_owned(), bucket.clone());
                 bucket
             }
         }
     }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buckets_at_rest_make_way_for_new_keys() {
+        let budgets = Budgets::default();
+        let spec = RateSpec::new(1000.0, 2);
+        for host in 0..100 {
+            budgets.bucket(&format!("host-{host}"), spec).acquire(Lane::Background).await;
+            // Refilled within a few milliseconds: at rest before the next key arrives.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        assert!(budgets.kept() <= 2, "{} buckets kept for 100 hosts called once", budgets.kept());
+
+        // A bucket still spending (not refilled) or held by a caller is kept.
+        let slow = RateSpec::new(0.01, 1);
+        let drained = budgets.bucket("drained", slow);
+        drained.acquire(Lane::Background).await;
+        drop(drained);
+        let held = budgets.bucket("held", spec);
+        budgets.bucket("new", spec);
+        budgets.bucket("newer", spec);
+        assert!(budgets.buckets.lock().unwrap().contains_key("drained"), "its budget is still being enforced");
+        assert!(budgets.buckets.lock().unwrap().contains_key("held"));
+        drop(held);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn burst_then_sustained_rate() {
