@@ -163,13 +163,11 @@ impl TemplateConnector {
         };
         let lock =
             if remote_account.trim().is_empty() { account.clone() } else { AuthKey::login_lock(host, &remote_account) };
-        // The declared remote account's budget (shared with a native connection to the same
-        // user), else the host's: connections to one remote share one budget.
-        let budget_key = if remote_account.trim().is_empty() {
-            format!("host:{}", host.as_str())
-        } else {
-            AuthKey::login_lock(host, &remote_account)
-        };
+        // The declared remote account's budget, shared with every connection (native ones too)
+        // to the same remote user. Without a declared account, each connection keeps its own:
+        // tenants of one SaaS host have accounts, and limits, of their own (the host as a whole
+        // has the per-host budget).
+        let budget_key = (!remote_account.trim().is_empty()).then(|| AuthKey::login_lock(host, &remote_account));
         let auth_key = AuthKey { lock, state: format!("{account}:{}", hex::encode(&hasher.finalize()[..8])) };
         let owner = ctx.owner.unwrap_or_else(|| (TenantId::new(), ConnectionId::new()));
         let call_maps: Arc<dyn CallMapStore> = Arc::new(MemoryCallMaps::default());
@@ -181,7 +179,11 @@ impl TemplateConnector {
         }
         .filter(|p| !p.is_empty());
         let capabilities = capabilities_of(&template);
-        let ctx = ctx.redacting(credentials.values().cloned()).budget_key(budget_key);
+        let ctx = ctx.redacting(credentials.values().cloned());
+        let ctx = match budget_key {
+            Some(key) => ctx.budget_key(key),
+            None => ctx,
+        };
         Ok(Self {
             call_maps,
             template,
