@@ -279,3 +279,21 @@ fn the_cli_warns_about_vtql_that_groups_conditions() {
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn the_check_endpoint_warns_about_vtql_that_groups_conditions() {
+    let app = spawn_app().await;
+    let grouped = TINY.replace(
+        "      - { name: q, kind: query, value: \"{{input.query}}\" }",
+        "      - name: q\n        kind: query\n        dialect: vtql\n        value: \"SELECT id FROM Contacts WHERE (lastname LIKE {{input.query | vtql_like}});\"",
+    );
+    let checked: Value =
+        post_template(&app, "/admin/v1/templates/check", &grouped, "application/yaml").await.json().await.unwrap();
+    assert_eq!(checked["ok"], true, "a warning does not fail the check: {checked}");
+    let warnings = checked["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{checked}");
+    assert!(warnings[0]["message"].as_str().unwrap().contains("no grouping parentheses"), "{checked}");
+    let clean: Value =
+        post_template(&app, "/admin/v1/templates/check", TINY, "application/yaml").await.json().await.unwrap();
+    assert_eq!(clean["warnings"], serde_json::json!([]));
+}

@@ -100,9 +100,13 @@ async fn check(
     let (source, hint) = source_of(&headers, &body)?;
     let (template, _) = check_source(&source, hint, &state.address_policy()).map_err(ApiError::InvalidTemplate)?;
     let triggers: Vec<&str> = template.endpoints.iter().filter_map(|e| e.trigger.map(|t| t.as_str())).collect();
-    Ok(Json(
-        json!({"ok": true, "name": template.name, "type": template.kind, "triggers": triggers, "fields": template.fields}),
-    ))
+    // What parses but will likely fail at the CRM (a VTQL query with grouping parentheses).
+    let warnings: Vec<Value> = crmhub_connectors::template::warnings(&template)
+        .into_iter()
+        .map(|w| json!({"path": w.path, "message": w.message}))
+        .collect();
+    Ok(Json(json!({"ok": true, "name": template.name, "type": template.kind, "triggers": triggers,
+                   "fields": template.fields, "warnings": warnings})))
 }
 
 async fn schema(_: AdminAuth) -> impl IntoResponse {
