@@ -1,5 +1,6 @@
 //! Command-line grammar. Every command has `--help`.
 
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,6 +43,7 @@ pub enum Command {
         role: Option<RoleArg>,
     },
     /// Run a self-contained demonstration on SQLite, with simulated CRMs, until Ctrl-C.
+    #[cfg(feature = "demo")]
     Demo {
         /// Address to serve on.
         #[arg(long, default_value = "127.0.0.1:8080")]

@@ -6,8 +6,8 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::TryRngCore;
-use rand::rngs::OsRng;
+use rand::TryRng;
+use rand::rngs::SysRng;
 use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for Secret {
 /// randomness, in which case nothing secure can be done anyway.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
-    OsRng.try_fill_bytes(&mut bytes).expect("the operating system RNG is unavailable");
+    SysRng.try_fill_bytes(&mut bytes).expect("the operating system RNG is unavailable");
     bytes
 }
 

@@ -161,9 +161,10 @@ impl Vault {
         if key_id != self.key.id {
             return Err(VaultError::KeyMismatch { sealed_with: key_id.to_owned(), given: self.key.id.clone() });
         }
+        let nonce = Nonce::try_from(nonce.as_slice()).map_err(|_| VaultError::MalformedSealed)?;
         self.key
             .cipher()
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: context.as_bytes() })
+            .decrypt(&nonce, Payload { msg: &ciphertext, aad: context.as_bytes() })
             .map(Zeroizing::new)
             .map_err(|_| VaultError::Decrypt)
     }
@@ -178,7 +179,7 @@ pub(crate) fn seal_with(key: &MasterKey, plaintext: &[u8], context: &str) -> Str
     let nonce = random_bytes::<12>();
     let ciphertext = key
         .cipher()
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
+        .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: context.as_bytes() })
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
     let mut blob = Vec::with_capacity(12 + ciphertext.len());
     blob.extend_from_slice(&nonce);

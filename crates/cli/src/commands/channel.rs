@@ -5,10 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, Subcommand};
+#[cfg(feature = "demo")]
+use crmhub_core::ConnectionId;
 use crmhub_core::signing::social_inbox::MESSAGE_PARAMS;
-use crmhub_core::{ConnectionId, Secret, SystemClock, TenantSlug};
+use crmhub_core::{Secret, SystemClock, TenantSlug};
 use crmhub_server::channels::social_inbox::Endpoint;
-use crmhub_server::channels::social_inbox::links::{endpoint_url, signed_url};
+#[cfg(feature = "demo")]
+use crmhub_server::channels::social_inbox::links::endpoint_url;
+use crmhub_server::channels::social_inbox::links::signed_url;
 use crmhub_server::channels::social_inbox::settings::{self, CardSettings, ChannelInput, ChannelSettings};
 use crmhub_server::{AppState, Settings};
 use crmhub_store::Store;
@@ -214,6 +218,7 @@ fn message_params(args: &SignArgs) -> anyhow::Result<Vec<(String, String)>> {
 /// What `crmhub demo` needs: the channel on the demo's connection with one secret for both
 /// endpoints, and URLs valid for a day (the longest `max_ttl_secs` allows) so that the
 /// printed links keep working while the demo runs.
+#[cfg(feature = "demo")]
 pub async fn configure_demo(
     state: &AppState,
     slug: &str,
@@ -255,6 +260,7 @@ pub async fn configure_demo(
     })
 }
 
+#[cfg(feature = "demo")]
 pub struct DemoLinks {
     pub search_endpoint: String,
     pub iframe_endpoint: String,

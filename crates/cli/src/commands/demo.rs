@@ -14,7 +14,7 @@ use crmhub_store::tenants::{NewTenant, Tenant};
 use serde_json::json;
 
 use super::channel;
-use super::serve::wait_for_signal;
+use super::serve::Signals;
 use super::templates_demo;
 
 /// Contacts the simulator holds besides the protocol's own examples.
@@ -24,6 +24,7 @@ const SEEDED_CONTACTS: usize = 300;
 const DEMO_SECRET: &str = "changeme!";
 
 pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let signals = Signals::install();
     let (data_dir, _temp) = match data_dir {
         Some(dir) => (dir, None),
         None => {
@@ -94,7 +95,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("Press Ctrl-C to stop.");
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         shutdown.cancel();
     });
     let result = app.run_until_stopped().await;

@@ -1,12 +1,14 @@
 //! One module per command group.
 
 pub(crate) mod channel;
+#[cfg(feature = "demo")]
 mod demo;
 mod jobs;
 mod keys;
 mod records;
 mod serve;
 mod templates;
+#[cfg(feature = "demo")]
 mod templates_demo;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::cli::{Cli, Command, ConfigCommand, ConnectionCommand, LogFormatArg};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo brings its own configuration; every other command reads the operator's.
+    #[cfg(feature = "demo")]
     if let Command::Demo { listen, data_dir } = cli.command {
         // The demo makes its own settings (a fresh SQLite database, simulators on loopback);
         // taking a file's would silently mix the two.
@@ -50,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
     match cli.command {
         Command::Serve { role } => serve::run(settings, role).await,
+        #[cfg(feature = "demo")]
         Command::Demo { .. } => unreachable!("handled above"),
         Command::Migrate => {
             let store = open_store(&settings).await?;

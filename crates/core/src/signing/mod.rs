@@ -17,7 +17,7 @@ pub use php_query::{PhpArray, PhpKey, PhpQuery, PhpValue};
 pub use social_inbox::{MessageMetadata, Policy, VerifiedRequest, VerifyError};
 pub use webhook::{VerifiedWebhook, WebhookError};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -29,7 +29,7 @@ const TAG_LEN: usize = 32;
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; TAG_LEN] {
     // HMAC is defined for keys of every length (long keys are hashed, short ones padded), so
     // `new_from_slice` cannot fail; the `expect` documents that rather than guarding input.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(msg);
     mac.finalize().into_bytes().into()
 }

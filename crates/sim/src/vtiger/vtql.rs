@@ -1268,7 +1268,7 @@ mod tests {
     /// Arbitrary input must produce a result or a documented error, never a panic.
     #[test]
     fn random_input_never_panics() {
-        use rand::Rng;
+        use rand::RngExt;
         const PIECES: &[&str] = &[
             "SELECT",
             "select",
