@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::binary::crmhub;
-use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app};
+use crate::helpers::{CARD_ONLY_TEMPLATE, spawn_app};
 
 const API_KEY: &str = "qk-8c1d0e6f22ab47";
 const TOKEN: &str = "hdr-5b7e9a3c1f0d";
@@ -55,19 +55,6 @@ endpoints:
     response: { records: /data }
 "#;
 
-async fn publish(app: &TestApp, source: &str) {
-    let response = app
-        .client
-        .post(app.url("/admin/v1/templates"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/yaml")
-        .body(source.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-}
-
 fn assert_clean(what: &str, text: &str) {
     for secret in [API_KEY, TOKEN, BASIC] {
         assert!(!text.contains(secret), "{what} carries {secret}: {text}");
@@ -79,7 +66,7 @@ async fn credentials_a_crm_echoes_in_its_errors_are_masked_everywhere() {
     let crm = echoing_crm().await;
     let app = spawn_app().await;
     app.create_tenant("acme").await;
-    publish(&app, ECHO_TEMPLATE).await;
+    app.publish_template(ECHO_TEMPLATE).await;
     let body = json!({"name": "Echo", "kind": "template:echo-crm", "host": crm,
                       "credentials": {"api_key": API_KEY, "token": TOKEN, "basic": BASIC}});
     let id = app.create_connection("acme", &body).await;
@@ -122,29 +109,13 @@ async fn credentials_a_crm_echoes_in_its_errors_are_masked_everywhere() {
     drop(stopped);
 }
 
-const DEAF_TEMPLATE: &str = r#"
-name: deaf-crm
-type: crm
-fields: [{ name: token, secret: true, required: true }]
-contact: { id: /id, name: /name }
-endpoints:
-  - name: contact
-    kind: get_data
-    trigger: contact.get
-    url: "{{host}}/contacts/{id}"
-    parameters:
-      - { name: id, kind: path, value: "{{input.id}}" }
-      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
-    response: { record: /data }
-"#;
-
 #[tokio::test]
 async fn a_template_test_that_reaches_nothing_does_not_pass() {
     let app = spawn_app().await;
     app.create_tenant("acme").await;
-    publish(&app, DEAF_TEMPLATE).await;
+    app.publish_template(CARD_ONLY_TEMPLATE).await;
     // A host the address policy refuses: a test that passes here never contacted it.
-    let body = json!({"name": "Deaf", "kind": "template:deaf-crm", "host": "http://10.0.0.1", "credentials": {"token": "t0k3n-value"}});
+    let body = json!({"name": "Deaf", "kind": "template:card-only", "host": "http://10.0.0.1", "credentials": {"token": "t0k3n-value"}});
     let id = app.create_connection("acme", &body).await;
     let test = format!("/admin/v1/tenants/acme/connections/{id}/test");
     let report: Value = app.admin_send(Method::POST, &test, &json!({})).await.json().await.unwrap();
@@ -153,7 +124,7 @@ async fn a_template_test_that_reaches_nothing_does_not_pass() {
     assert_eq!(report["status"], "active", "not the CRM's failure: the status is left alone");
 
     // With a search endpoint, the test sends it, and the address policy refuses the host.
-    publish(&app, ECHO_TEMPLATE).await;
+    app.publish_template(ECHO_TEMPLATE).await;
     let body = json!({"name": "Echo", "kind": "template:echo-crm", "host": "http://10.0.0.1",
                       "credentials": {"api_key": API_KEY, "token": TOKEN, "basic": BASIC}});
     let id = app.create_connection("acme", &body).await;

@@ -318,3 +318,36 @@ pub async fn reopen_store(stopped: &StoppedApp) -> Store {
 pub fn tenant_id(tenant: &Value) -> crmhub_core::TenantId {
     tenant["id"].as_str().expect("tenant id").parse().expect("uuid")
 }
+
+/// A template that can show a contact card but has no auth chain, check or search endpoint.
+pub const CARD_ONLY_TEMPLATE: &str = r#"
+name: card-only
+type: crm
+fields: [{ name: token, secret: true, required: true }]
+contact: { id: /id, name: /name }
+endpoints:
+  - name: contact
+    kind: get_data
+    trigger: contact.get
+    url: "{{host}}/contacts/{id}"
+    parameters:
+      - { name: id, kind: path, value: "{{input.id}}" }
+      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
+    response: { record: /data }
+"#;
+
+impl TestApp {
+    /// Publishes a YAML template for every tenant; panics unless it is created.
+    pub async fn publish_template(&self, source: &str) {
+        let response = self
+            .client
+            .post(self.url("/admin/v1/templates"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/yaml")
+            .body(source.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+}

@@ -783,37 +783,11 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// A template that can show a card but not search.
-const CARD_ONLY: &str = r#"
-name: card-only
-type: crm
-fields: [{ name: token, secret: true, required: true }]
-contact: { id: /id, name: /name }
-endpoints:
-  - name: contact
-    kind: get_data
-    trigger: contact.get
-    url: "{{host}}/contacts/{id}"
-    parameters:
-      - { name: id, kind: path, value: "{{input.id}}" }
-      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
-    response: { record: /data }
-"#;
-
 #[tokio::test]
 async fn a_connection_that_cannot_search_is_the_operators_problem_not_the_requests() {
     let inbox = inbox().await;
     let app = &inbox.app;
-    let published = app
-        .client
-        .post(app.url("/admin/v1/templates"))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .header("content-type", "application/yaml")
-        .body(CARD_ONLY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published.status(), 201);
+    app.publish_template(crate::helpers::CARD_ONLY_TEMPLATE).await;
     let body = json!({"name": "Cards", "kind": "template:card-only", "host": "crm.example.com", "credentials": {"token": "t"}});
     let cards = app.create_connection("acme", &body).await;
 
