@@ -72,6 +72,9 @@ pub enum Command {
     /// Configure a tenant's channels (the social inbox).
     #[command(subcommand)]
     Channel(crate::commands::channel::ChannelCommand),
+    /// Manage the keys machine channels (a PBX, the widget's backend) present.
+    #[command(subcommand, name = "channel-key")]
+    ChannelKey(crate::commands::channel_keys::ChannelKeyCommand),
     /// Print a signed social-inbox URL, as the platform would send it, for testing by hand.
     Sign(crate::commands::channel::SignArgs),
     /// Manage the master key that encrypts secrets at rest.

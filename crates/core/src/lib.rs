@@ -4,6 +4,7 @@
 
 pub mod auth_state;
 pub mod call_map;
+pub mod channel_key;
 pub mod clock;
 pub mod connection;
 pub mod crm;

@@ -2,6 +2,7 @@
 //! bearer token.
 
 mod auth;
+pub mod channel_keys;
 mod connections;
 mod jobs;
 mod templates;
@@ -16,7 +17,12 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(tenants::router()).merge(connections::router()).merge(jobs::router()).merge(templates::router())
+    Router::new()
+        .merge(tenants::router())
+        .merge(connections::router())
+        .merge(channel_keys::router())
+        .merge(jobs::router())
+        .merge(templates::router())
 }
 
 /// Resolves a tenant slug from a path. A slug that cannot exist is simply not found.
