@@ -104,7 +104,7 @@ pub fn tenant_settings(
             }
         }
     }
-    if serde_json::Value::Object(settings.clone()).to_string().len() > MAX_BYTES {
+    if serde_json::to_string(&settings).map_or(0, |json| json.len()) > MAX_BYTES {
         return Err(FieldError::new("settings", format!("must be at most {MAX_BYTES} bytes of JSON")));
     }
     Ok(settings)

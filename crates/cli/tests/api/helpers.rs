@@ -337,17 +337,21 @@ endpoints:
 "#;
 
 impl TestApp {
-    /// Publishes a YAML template for every tenant; panics unless it is created.
-    pub async fn publish_template(&self, source: &str) {
-        let response = self
-            .client
-            .post(self.url("/admin/v1/templates"))
+    /// An admin POST with a raw body of `content_type` (templates are YAML or JSON text).
+    pub async fn admin_post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {
+        self.client
+            .post(self.url(path))
             .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/yaml")
-            .body(source.to_owned())
+            .header("content-type", content_type)
+            .body(body.to_owned())
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Publishes a YAML template for every tenant; panics unless it is created.
+    pub async fn publish_template(&self, source: &str) {
+        let response = self.admin_post_raw("/admin/v1/templates", "application/yaml", source).await;
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     }
 }

@@ -14,7 +14,8 @@ use crmhub_connectors::http::{
 use crmhub_core::SystemClock;
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_store::{DatabaseUrl, MasterKey, MasterKeySource, Store, StoreOptions};
-use sqlx::Connection;
+
+use crate::helpers::PgDatabase;
 
 #[derive(Debug)]
 struct NoLog;
@@ -26,15 +27,6 @@ impl RequestLogSink for NoLog {
 const WINDOW: Duration = Duration::from_millis(1500);
 const RATE: f64 = 10.0;
 const BURST: u32 = 5;
-
-/// A fresh database on the test server, dropped by the caller.
-async fn fresh_database(admin: &str) -> (String, String) {
-    let name = format!("budget_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
-    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    (format!("{base}/{name}"), name)
-}
 
 fn instance(shared: Option<&Store>) -> HttpClient {
     let policy = OutboundPolicy {
@@ -98,13 +90,9 @@ async fn hits_in_window(instances: &[HttpClient]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set CRMHUB_TEST_DATABASE_URL and pass --include-ignored (scripts/test does both)"]
 async fn two_instances_on_one_postgres_spend_one_budget_per_account() {
-    let admin = std::env::var("CRMHUB_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect("CRMHUB_TEST_DATABASE_URL names the PostgreSQL to test against");
-    let (url, name) = fresh_database(&admin).await;
+    let database = PgDatabase::create().await;
     let store = Store::open(StoreOptions::new(
-        DatabaseUrl::parse(&url).unwrap(),
+        DatabaseUrl::parse(&database.url).unwrap(),
         MasterKeySource::Given(MasterKey::generate()),
     ))
     .await
@@ -123,6 +111,4 @@ async fn two_instances_on_one_postgres_spend_one_budget_per_account() {
     assert!(shared >= allowed / 2, "the budget was not spent: only {shared} requests");
 
     store.close().await;
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }

@@ -4,17 +4,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::binary::crmhub;
-use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, spawn_app};
+use crate::helpers::{TestApp, error_of, spawn_app};
 
 async fn post_template(app: &TestApp, path: &str, source: &str, content_type: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", content_type)
-        .body(source.to_owned())
-        .send()
-        .await
-        .unwrap()
+    app.admin_post_raw(path, content_type, source).await
 }
 
 const TINY: &str = r#"

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
@@ -113,7 +113,7 @@ impl Peer {
 #[derive(Clone)]
 pub struct Ws {
     endpoint: String,
-    session: Arc<Mutex<String>>,
+    session: String,
     pub user_id: String,
     client: reqwest::Client,
 }
@@ -145,14 +145,10 @@ impl Ws {
         let result = &login["result"];
         Self {
             endpoint,
-            session: Arc::new(Mutex::new(result["sessionName"].as_str().expect("session").to_owned())),
+            session: result["sessionName"].as_str().expect("session").to_owned(),
             user_id: result["userId"].as_str().expect("user id").to_owned(),
             client,
         }
-    }
-
-    fn session(&self) -> String {
-        self.session.lock().unwrap().clone()
     }
 
     fn unwrap(answer: Value, what: &str) -> Value {
@@ -160,26 +156,23 @@ impl Ws {
         answer["result"].clone()
     }
 
-    pub async fn query(&self, vtql: &str) -> Vec<Map<String, Value>> {
-        let answer: Value = self
-            .client
-            .get(&self.endpoint)
-            .query(&[("operation", "query"), ("sessionName", &self.session()), ("query", vtql)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rows = Self::unwrap(answer, vtql);
-        rows.as_array().unwrap().iter().map(|r| r.as_object().unwrap().clone()).collect()
+    /// A GET operation with the session (the answer envelope, whatever it says).
+    async fn get(&self, params: &[(&str, &str)]) -> Value {
+        let mut query = vec![("sessionName", self.session.as_str())];
+        query.extend_from_slice(params);
+        self.client.get(&self.endpoint).query(&query).send().await.unwrap().json().await.unwrap()
     }
 
+    /// A POST operation with the session.
     async fn post(&self, params: &[(&str, &str)]) -> Value {
-        let session = self.session();
-        let mut form = vec![("sessionName", session.as_str())];
+        let mut form = vec![("sessionName", self.session.as_str())];
         form.extend_from_slice(params);
         self.client.post(&self.endpoint).form(&form).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn query(&self, vtql: &str) -> Vec<Map<String, Value>> {
+        let rows = Self::unwrap(self.get(&[("operation", "query"), ("query", vtql)]).await, vtql);
+        rows.as_array().unwrap().iter().map(|r| r.as_object().unwrap().clone()).collect()
     }
 
     /// Creates a record (assigned to the logged-in user unless `element` says otherwise).
@@ -220,16 +213,7 @@ impl Ws {
     }
 
     pub async fn retrieve(&self, id: &str) -> Option<Map<String, Value>> {
-        let answer: Value = self
-            .client
-            .get(&self.endpoint)
-            .query(&[("operation", "retrieve"), ("sessionName", &self.session()), ("id", id)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = self.get(&[("operation", "retrieve"), ("id", id)]).await;
         (answer["success"] == true).then(|| answer["result"].as_object().unwrap().clone())
     }
 }

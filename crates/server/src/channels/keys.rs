@@ -4,7 +4,6 @@
 //! about which it was. Nothing is recorded for a refused call.
 
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +14,7 @@ use crmhub_store::tenants::Tenant;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::bearer_token;
 use crate::state::AppState;
 
 /// A call made with a live key of the tenant named in the path.
@@ -34,13 +34,7 @@ impl FromRequestParts<AppState> for ChannelCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let (scheme, key) = value.split_once(' ').ok_or(ApiError::Unauthorized)?;
-        let key = key.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
-            return Err(ApiError::Unauthorized);
-        }
+        let key = bearer_token(parts)?;
         if !key.starts_with(KEY_PREFIX) {
             return Err(ApiError::Forbidden);
         }
