@@ -259,6 +259,8 @@ pub enum CallOutcome {
     NoAnswer,
     Failed,
     Canceled,
+    /// Declined by the callee.
+    Rejected,
 }
 
 /// A call log to create or complete. `call_id` is the telephony system's id: logging the same

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth_state;
+pub mod call;
 pub mod call_map;
 pub mod channel_key;
 pub mod clock;

@@ -45,6 +45,50 @@ pub fn parse_utc(value: &str) -> Option<i64> {
     Some(days_from_civil(y, m, day) * 86_400 + h * 3600 + min * 60 + s)
 }
 
+/// Unix seconds of an RFC 3339 date-time (`2026-12-01T09:30:00Z`, `…+07:00`, fractions of a
+/// second dropped).
+pub fn parse_rfc3339(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if value.len() < 20 || !matches!(value.as_bytes()[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (date, rest) = value.split_at(10);
+    let rest = &rest[1..];
+    let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(at) => rest.split_at(at),
+        None => return None,
+    };
+    let clock = clock.split_once('.').map_or(clock, |(whole, fraction)| {
+        if fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) { "" } else { whole }
+    });
+    let field = |s: &str, len: usize| {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<i64>().ok()).flatten()
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (field(d.next()?, 4)?, field(d.next()?, 2)?, field(d.next()?, 2)?);
+    let mut t = clock.split(':');
+    let (h, min, s) = (field(t.next()?, 2)?, field(t.next()?, 2)?, field(t.next()?, 2)?);
+    if d.next().is_some() || t.next().is_some() {
+        return None;
+    }
+    let offset_secs = match offset {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = offset[1..].split_once(':')?;
+            let (oh, om) = (field(oh, 2)?, field(om, 2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, day) * 86_400 + h * 3600 + min * 60 + s - offset_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +103,19 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(parse_utc("2023-13-01 00:00:00"), None);
         assert_eq!(parse_utc("yesterday"), None);
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-15T05:13:20.250+07:00"), Some(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14T20:13:20-02:00"), Some(1_700_000_000));
+        for bad in [
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13Z",
+            "2023-13-14T22:13:20Z",
+            "x023-11-14T22:13:20Z",
+            "2023-11-14T22:13:20+7",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
         for day in [-800_000, -1, 0, 59, 60, 19_000, 2_932_896] {
             let (y, m, d) = civil_from_days(day);
             assert_eq!(days_from_civil(y, i64::from(m), i64::from(d)), day);

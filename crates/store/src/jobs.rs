@@ -27,9 +27,11 @@ use crate::db::{Db, Tx, on_pool, on_tx};
 use crate::rows::{parse_id, parse_json};
 use crate::{Result, Store, StoreError};
 
-/// Work to enqueue. `dedupe_key` makes the enqueue a no-op while a pending job of the same
-/// tenant, kind and key exists (a running one does not count: new information that arrives
-/// while a job runs must be able to schedule another run).
+/// Work to enqueue. `dedupe_key` names one unit of work (a call to log, say): the enqueue is a
+/// no-op while a pending job of the same tenant, kind and key exists (a running one does not
+/// count: new information that arrives while a job runs must be able to schedule another
+/// run), and a pending job is not claimed while a job of its key runs, so the jobs of one key
+/// never run at the same time.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub kind: String,
@@ -383,13 +385,16 @@ impl Jobs<'_> {
         // Two index walks, each stopping at its first row: an abandoned lease (`jobs_lease`), else
         // the most urgent runnable job (`jobs_claim`, in the order of the ORDER BY, so no sort
         // however many jobs wait). COALESCE evaluates the second only when the first is empty.
+        // A pending job whose key has a running job is passed over (`jobs_running_key`).
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
              lease_expires_at = $3, updated_at = $1 \
              WHERE id = COALESCE( \
                  (SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < $1 \
                   ORDER BY lease_expires_at LIMIT 1 {pick}), \
-                 (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
+                 (SELECT id FROM jobs p WHERE status = 'pending' AND run_at <= $1 \
+                  AND (dedupe_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.status = 'running' \
+                       AND r.tenant_id = p.tenant_id AND r.kind = p.kind AND r.dedupe_key = p.dedupe_key)) \
                   ORDER BY priority DESC, run_at, created_at LIMIT 1 {pick})) \
              RETURNING id, tenant_id, connection_id, kind, payload, attempts, max_attempts"
         );

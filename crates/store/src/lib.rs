@@ -6,6 +6,7 @@
 
 pub mod auth_state;
 mod call_maps;
+pub mod calls;
 pub mod channel_keys;
 pub mod channels;
 pub mod connections;

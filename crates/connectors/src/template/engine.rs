@@ -1098,6 +1098,7 @@ fn call_inputs(call: &CallLog) -> Inputs {
         CallOutcome::NoAnswer => "no_answer",
         CallOutcome::Failed => "failed",
         CallOutcome::Canceled => "canceled",
+        CallOutcome::Rejected => "rejected",
     });
     // Where the call stands in one word: `answered` while it runs, then its outcome.
     let state = match call.stage {
