@@ -162,7 +162,9 @@ fn call(call_id: &str, stage: CallStage, contact: Option<&str>) -> CallLog {
         outcome: (stage == CallStage::Ended).then_some(CallOutcome::Completed),
         agent: Some("agent-7".into()),
         notes: None,
+        disposition: None,
         recording_url: None,
+        record_id: None,
     }
 }
 

@@ -279,7 +279,14 @@ pub struct CallLog {
     pub outcome: Option<CallOutcome>,
     pub agent: Option<String>,
     pub notes: Option<String>,
+    /// The agent's or platform's wrap-up code (`sale`, `callback`, …).
+    pub disposition: Option<String>,
     pub recording_url: Option<String>,
+    /// The CRM record crmhub already knows it made for this call. When given, the connector
+    /// updates that record and looks nothing up; when missing, it looks the call up by its id
+    /// before creating, so a crash between the CRM write and crmhub storing the id cannot make
+    /// a second record.
+    pub record_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// A field's value is unacceptable; the message names the field.
     #[error("{0}")]
     Invalid(FieldError),
+    /// The tenant's connector cannot do what the request asks (a CRM without tickets, say).
+    #[error("{0}")]
+    Unsupported(String),
     /// A template with problems; every one is listed with its path.
     #[error("the template has {} problem(s)", .0.0.len())]
     InvalidTemplate(crmhub_connectors::template::TemplateErrors),
@@ -64,6 +67,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Self::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             Self::InvalidTemplate(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),

@@ -35,6 +35,20 @@ pub struct JobLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallEventLabels {
+    /// One of the event types, or `unknown`.
+    pub kind: String,
+    /// `applied`, `duplicate`, `stale`, or why it was refused (`invalid`, `unsupported`).
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScreenPopLabels {
+    /// `crm`, `cache`, `withheld` or `failed`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub status: String,
 }
@@ -47,6 +61,8 @@ pub struct Metrics {
     pub jobs_processed: Family<JobLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub request_log_dropped: Counter,
+    pub call_events: Family<CallEventLabels, Counter>,
+    pub screen_pop_duration: Family<ScreenPopLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +85,9 @@ impl Metrics {
         let jobs_processed = Family::<JobLabels, Counter>::default();
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         let request_log_dropped = Counter::default();
+        let call_events = Family::<CallEventLabels, Counter>::default();
+        let screen_pop_duration =
+            Family::<ScreenPopLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register("crmhub_http_requests", "HTTP requests by route template and status", http_requests.clone());
         registry.register("crmhub_http_request_duration_seconds", "HTTP request latency", http_duration.clone());
         outbound.register(&mut registry);
@@ -79,7 +98,23 @@ impl Metrics {
             "Request-log entries dropped because the writer fell behind",
             request_log_dropped.clone(),
         );
-        Self { registry, http_requests, http_duration, outbound, jobs_processed, queue_depth, request_log_dropped }
+        registry.register("crmhub_call_events", "Call-centre events by type and outcome", call_events.clone());
+        registry.register(
+            "crmhub_screen_pop_duration_seconds",
+            "Screen-pop lookups by where the answer came from",
+            screen_pop_duration.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            outbound,
+            jobs_processed,
+            queue_depth,
+            request_log_dropped,
+            call_events,
+            screen_pop_duration,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -87,6 +122,10 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn call_event(&self, kind: &str, outcome: &str) {
+        self.call_events.get_or_create(&CallEventLabels { kind: kind.to_owned(), outcome: outcome.to_owned() }).inc();
     }
 
     pub fn job_finished(&self, kind: &str, outcome: &str) {

@@ -74,6 +74,7 @@ impl ApplicationBuilder {
         // test may replace one.
         let mut registry = JobRegistry::new(JobContext::new(&state));
         maintenance::register(&mut registry, &state.settings);
+        channels::calls::register_jobs(&mut registry);
         for (kind, handler) in self.handlers {
             registry.register(&kind, handler);
         }

@@ -10,6 +10,7 @@ use crmhub_core::Clock;
 use crmhub_store::Store;
 use tokio::sync::Notify;
 
+use crate::channels::calls::screen_pop::ScreenPops;
 use crate::channels::social_inbox::ChannelCache;
 use crate::config::Settings;
 use crate::crm_access::CrmRegistry;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub templates: TemplateRegistry,
     /// Social-inbox channels looked up recently, per tenant slug.
     pub social_inbox: ChannelCache,
+    /// Screen-pop lookups shared between concurrent and recent calls.
+    pub screen_pops: ScreenPops,
     pub metrics: Arc<Metrics>,
     /// Wakes idle workers of this instance when work is enqueued here.
     pub jobs_wake: Arc<Notify>,
@@ -63,6 +66,7 @@ impl AppState {
             crms: CrmRegistry::new(templates.clone(), policy),
             templates,
             social_inbox: ChannelCache::default(),
+            screen_pops: ScreenPops::default(),
             metrics,
             jobs_wake: Arc::new(Notify::new()),
         };

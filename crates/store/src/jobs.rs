@@ -183,6 +183,8 @@ pub struct JobFilter {
     pub tenant: Option<TenantId>,
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
+    /// The jobs of one unit of work (a call's log jobs, say).
+    pub dedupe_key: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -564,12 +566,13 @@ impl Jobs<'_> {
                  max_attempts, \
                  lease_expires_at, last_error, created_at, updated_at FROM jobs \
                  WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR kind = $3) \
-                 ORDER BY created_at, id LIMIT $4",
+                 AND ($5 IS NULL OR dedupe_key = $5) ORDER BY created_at, id LIMIT $4",
             )
             .bind(filter.tenant.map(|t| t.to_string()))
             .bind(filter.status.map(|s| s.as_str()))
             .bind(filter.kind.as_deref())
             .bind(limit)
+            .bind(filter.dedupe_key.as_deref())
             .fetch_all(pool)
             .await
         })?;

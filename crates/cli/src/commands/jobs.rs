@@ -23,7 +23,12 @@ pub async fn run(store: Store, command: JobsCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            print_json(&store.jobs().list(&JobFilter { tenant, status, kind: None, limit: Some(limit) }).await?)
+            print_json(
+                &store
+                    .jobs()
+                    .list(&JobFilter { tenant, status, kind: None, dedupe_key: None, limit: Some(limit) })
+                    .await?,
+            )
         }
         JobsCommand::Redrive { tenant, ids, all } => {
             if !all && ids.is_empty() {

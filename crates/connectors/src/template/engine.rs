@@ -1141,6 +1141,7 @@ fn call_inputs(call: &CallLog) -> Inputs {
         ("outcome", outcome.map(str::to_owned)),
         ("agent", call.agent.clone()),
         ("notes", call.notes.clone()),
+        ("disposition", call.disposition.clone()),
         ("recording_url", call.recording_url.clone()),
     ];
     for (key, value) in optional {

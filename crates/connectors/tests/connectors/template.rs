@@ -117,7 +117,9 @@ async fn the_vtiger_template_revises_call_logs() {
         outcome,
         agent: None,
         notes: Some("Asked about invoice 17".into()),
+        disposition: None,
         recording_url: None,
+        record_id: None,
     };
     let first = crm.log_call(&call(CallStage::Answered, None)).await.unwrap();
     let event = sim.record(&first.record_id).unwrap();

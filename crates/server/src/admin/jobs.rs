@@ -39,7 +39,7 @@ impl ListQuery {
                 ApiError::invalid("status", format!("unknown status {raw:?}; expected pending, running or dead"))
             })?),
         };
-        Ok(JobFilter { tenant, status, kind: self.kind, limit: self.limit })
+        Ok(JobFilter { tenant, status, kind: self.kind, dedupe_key: None, limit: self.limit })
     }
 }
 
