@@ -9,6 +9,7 @@ pub mod connection_input;
 pub mod crm_access;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod jobs;
 pub mod maintenance;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! Housekeeping, as jobs: worker instances schedule one retention job per tenant every ten
-//! minutes (request log and call maps), and any worker runs it (with the queue's retries and
-//! dead letters).
+//! minutes (request log, call maps, expired idempotency keys), and any worker runs it (with the
+//! queue's retries and dead letters).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ const EVERY: Duration = Duration::from_secs(600);
 /// The first round waits a little, so that a starting instance serves before it prunes.
 const FIRST: Duration = Duration::from_secs(60);
 
-/// Applies request-log and call-map retention to the job's tenant.
+/// Applies request-log, call-map and idempotency-key retention to the job's tenant.
 pub const PRUNE_REQUEST_LOG: &str = "maintenance.prune_request_log";
 
 /// The product's job kinds.
@@ -40,6 +40,11 @@ impl JobHandler for PruneRequestLog {
         match ctx.store.prune_call_maps(job.tenant_id, cutoff).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "call maps pruned"),
+            Err(e) => return JobOutcome::Retry(e.to_string()),
+        }
+        match ctx.store.idempotency(job.tenant_id).prune(ctx.clock.now_millis()).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "expired idempotency keys pruned"),
             Err(e) => return JobOutcome::Retry(e.to_string()),
         }
         let cutoff = ctx.clock.now_millis() - i64::from(self.settings.retention_days) * 86_400_000;

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod connections;
 mod db;
 mod error;
+pub mod idempotency;
 pub mod jobs;
 pub mod rate_budget;
 pub mod request_log;

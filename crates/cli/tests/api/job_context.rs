@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crmhub_core::ConnectionStatus;
 use crmhub_core::clock::ManualClock;
 use crmhub_core::crm::CrmError;
 use crmhub_core::request_log::RequestLogEntry;
+use crmhub_core::{Clock, ConnectionStatus};
 use crmhub_server::config::Role;
 use crmhub_server::jobs::{JobContext, JobHandler, JobOutcome};
 use crmhub_server::maintenance::PRUNE_REQUEST_LOG;
+use crmhub_store::idempotency::Begin;
 use crmhub_store::jobs::{ClaimedJob, JobFilter, JobStatus, NewJob};
 use serde_json::json;
 
@@ -159,4 +160,24 @@ async fn the_products_job_kinds_are_registered_and_prune_the_request_log() {
     assert_eq!((report.ran, report.dead, report.pending), (1, 0, 0), "{report:?}");
     let left = app.store().request_log(tenant).list(crm, 100, None).await.unwrap();
     assert_eq!(left.len(), 1, "entries past the 7-day retention are gone");
+}
+
+#[tokio::test]
+async fn the_retention_job_prunes_expired_idempotency_keys() {
+    let (app, clock) = start(Arc::new(CrmJob::default())).await;
+    let tenant = tenant_id(&app.create_tenant("acme").await);
+    let keys = app.store().idempotency(tenant);
+    let (route, day, hour) = ("POST /t/{tenant}/contacts", Duration::from_secs(86_400), Duration::from_secs(3600));
+    assert_eq!(keys.begin(route, "old", "h", day).await.unwrap(), Begin::Fresh);
+    keys.finish(route, "old", 201, "{}").await.unwrap();
+    clock.advance(2 * hour);
+    assert_eq!(keys.begin(route, "recent", "h", day).await.unwrap(), Begin::Fresh);
+    keys.finish(route, "recent", 201, "{}").await.unwrap();
+    clock.advance(day - hour);
+
+    app.store().jobs().enqueue(tenant, NewJob::new(PRUNE_REQUEST_LOG, json!({}))).await.unwrap();
+    let report = app.drain_jobs().await;
+    assert_eq!((report.ran, report.dead, report.pending), (1, 0, 0), "{report:?}");
+    assert_eq!(keys.prune(clock.now_millis()).await.unwrap(), 0, "the job pruned the expired key");
+    assert!(matches!(keys.begin(route, "recent", "h", day).await.unwrap(), Begin::Replay { status: 201, .. }));
 }

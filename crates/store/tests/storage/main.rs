@@ -9,6 +9,7 @@ mod harness;
 mod auth_state;
 mod call_maps;
 mod errors;
+mod idempotency;
 mod isolation;
 mod job_connections;
 mod jobs;
