@@ -14,6 +14,7 @@ mod admin_connections;
 mod admin_errors;
 mod admin_tenants;
 mod binary;
+mod calls;
 mod channel_keys;
 mod connection_test;
 mod echoed_secrets;
