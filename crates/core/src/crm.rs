@@ -278,6 +278,11 @@ pub struct CallLog {
     pub agent: Option<String>,
     pub notes: Option<String>,
     pub recording_url: Option<String>,
+    /// The CRM record crmhub already knows it made for this call (a `LoggedCall::record_id` it
+    /// stored). When given, the connector updates that record directly and makes no lookup.
+    /// When missing, it looks the call up by its marker or id before creating, so that a crash
+    /// between the CRM write and crmhub storing the id cannot make a second record.
+    pub record_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

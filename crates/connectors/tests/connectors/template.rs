@@ -118,6 +118,7 @@ async fn the_vtiger_template_revises_call_logs() {
         agent: None,
         notes: Some("Asked about invoice 17".into()),
         recording_url: None,
+        record_id: None,
     };
     let first = crm.log_call(&call(CallStage::Answered, None)).await.unwrap();
     let event = sim.record(&first.record_id).unwrap();
