@@ -552,9 +552,10 @@ impl Crm for Vtiger {
         if ticket.title.trim().is_empty() {
             return Err(CrmError::validation("title", "must not be empty"));
         }
-        if let Some(contact) = &ticket.contact_id {
-            self.existing_contact(contact).await?;
-        }
+        let contact = match &ticket.contact_id {
+            Some(id) => Some(self.existing_contact(id).await?),
+            None => None,
+        };
         let priority = match ticket.priority.unwrap_or(TicketPriority::Normal) {
             TicketPriority::Low => "Low",
             TicketPriority::Normal => "Normal",
@@ -570,6 +571,11 @@ impl Crm for Vtiger {
         }
         if let Some(contact) = &ticket.contact_id {
             element.insert("contact_id".into(), Value::String(contact.clone()));
+        }
+        // The contact's organization, as a ticket made in Vtiger's UI gets it: the ticket then
+        // shows on the account too. Read from the contact already fetched to check it exists.
+        if let Some(account) = contact.as_ref().and_then(|c| text(c, "account_id")) {
+            element.insert("parent_id".into(), Value::String(account.to_owned()));
         }
         let created = self.create("HelpDesk", element).await?;
         Ok(text(&created, "id").unwrap_or_default().to_owned())

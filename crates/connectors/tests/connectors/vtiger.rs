@@ -641,3 +641,25 @@ async fn a_subject_without_a_number_is_completed_by_the_final_log() {
     crm.log_call(&call_log("subject-1", CallStage::Ended, &contact)).await.unwrap();
     assert_eq!(f.sim.record(&answered.record_id).unwrap()["subject"], "Inbound call +84912345678");
 }
+
+#[tokio::test]
+async fn a_ticket_carries_the_contacts_organization() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let account = f.sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    let at_acme = f.sim.insert_record("Contacts", [("lastname", "Coyote"), ("account_id", account.as_str())]);
+    let alone = f.contact("No", "Company");
+    let crm = f.crm();
+    let ticket = |contact: &str| NewTicket {
+        contact_id: Some(contact.to_owned()),
+        title: "Rocket misfired".into(),
+        description: None,
+        priority: None,
+    };
+    let retrieves = f.sim.operation_count("retrieve");
+    let id = crm.create_ticket(&ticket(&at_acme)).await.unwrap();
+    assert_eq!(f.sim.operation_count("retrieve"), retrieves + 1, "the contact is read once");
+    let made = f.sim.record(&id).unwrap();
+    assert_eq!((made["parent_id"].as_str(), made["contact_id"].as_str()), (account.as_str(), at_acme.as_str()));
+    let id = crm.create_ticket(&ticket(&alone)).await.unwrap();
+    assert_eq!(f.sim.record(&id).unwrap().get("parent_id").map_or("", String::as_str), "");
+}
