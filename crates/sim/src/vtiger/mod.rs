@@ -266,6 +266,12 @@ impl VtigerSim {
         self.inner.faults.set(Fault::None);
     }
 
+    /// Requests that met a fault (a drawn [`Fault::Random`] counts as the fault drawn; one that
+    /// drew nothing does not).
+    pub fn injected_fault_count(&self) -> u64 {
+        self.inner.faults.injected()
+    }
+
     // --- records ------------------------------------------------------------------------
 
     /// Inserts a record as if entered in the CRM (no mandatory check, `source` = `CRM`,

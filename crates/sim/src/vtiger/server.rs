@@ -182,22 +182,6 @@ async fn webservice(
     body: Bytes,
 ) -> Response {
     sim.count_request();
-    match sim.inner.faults.take() {
-        Fault::None => {}
-        Fault::Latency(delay) => tokio::time::sleep(delay).await,
-        Fault::Http500Empty => return faults::http_500_empty(),
-        Fault::DropConnection => return faults::dropped_connection(),
-    }
-    // Apache refuses long request lines before PHP runs (`LimitRequestLine`); the request line
-    // is `METHOD SP target SP HTTP/1.1`.
-    let request_line = method.as_str().len() + uri.to_string().len() + " HTTP/1.1".len() + 1;
-    if request_line > sim.inner.max_request_line {
-        return request_uri_too_long();
-    }
-    // Vtiger cannot read JSON bodies and dies on them.
-    if content_type_is(&headers, "application/json") {
-        return faults::http_500_empty();
-    }
     let query = parse_params(uri.query().unwrap_or("").as_bytes());
     // PHP fills $_POST only for POST requests with a form or multipart body.
     let form = if method != Method::POST {
@@ -210,7 +194,27 @@ async fn webservice(
         Params::new()
     };
     let from_request = |name: &str| param(&form, name).or_else(|| param(&query, name)).map(str::to_owned);
-    let Some(op) = from_request("operation").and_then(|name| Op::lookup(&name, sim.inner.gettranslation)) else {
+    let requested = from_request("operation");
+    // A held reply is sent once the operation has run; every other fault comes first.
+    let mut hold = None;
+    match sim.inner.faults.take(requested.as_deref()) {
+        Fault::None | Fault::Random { .. } => {}
+        Fault::Latency(delay) => tokio::time::sleep(delay).await,
+        Fault::Http500Empty => return faults::http_500_empty(),
+        Fault::DropConnection => return faults::dropped_connection(),
+        Fault::HoldReplyAfter { hold: delay, .. } => hold = Some(delay),
+    }
+    // Apache refuses long request lines before PHP runs (`LimitRequestLine`); the request line
+    // is `METHOD SP target SP HTTP/1.1`.
+    let request_line = method.as_str().len() + uri.to_string().len() + " HTTP/1.1".len() + 1;
+    if request_line > sim.inner.max_request_line {
+        return request_uri_too_long();
+    }
+    // Vtiger cannot read JSON bodies and dies on them.
+    if content_type_is(&headers, "application/json") {
+        return faults::http_500_empty();
+    }
+    let Some(op) = requested.and_then(|name| Op::lookup(&name, sim.inner.gettranslation)) else {
         // An unknown operation is an uncaught exception in webservice.php.
         tracing::debug!("vtiger sim: unknown or missing operation");
         return faults::http_500_empty();
@@ -224,6 +228,11 @@ async fn webservice(
             tracing::debug!(operation = op.name(), code, "vtiger sim: error envelope");
         }
         Err(Failure::Fatal) => tracing::debug!(operation = op.name(), "vtiger sim: HTTP 500"),
+    }
+    if let Some(hold) = hold {
+        // The operation ran (under the state lock, now released); only its answer waits.
+        tracing::debug!(operation = op.name(), ?hold, "vtiger sim: holding the reply");
+        tokio::time::sleep(hold).await;
     }
     envelope(result)
 }

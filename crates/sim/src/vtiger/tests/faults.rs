@@ -60,3 +60,56 @@ async fn shutdown_stops_the_listener() {
     let outcome = http.get(url).send().await;
     assert!(outcome.is_err());
 }
+
+#[tokio::test]
+async fn a_held_reply_keeps_the_write_and_loses_the_answer() {
+    let api = Api::start().await;
+    let session = api.login().await;
+    api.sim.set_fault(Fault::HoldReplyAfter { operation: "create", hold: Duration::from_secs(30) });
+    // Other operations are answered at once.
+    let started = Instant::now();
+    ok(&api.query(&session, "SELECT id FROM Contacts;").await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let element = serde_json::json!({"lastname": "Held", "assigned_user_id": "19x1"}).to_string();
+    let form = [("operation", "create"), ("sessionName", &session), ("elementType", "Contacts"), ("element", &element)];
+    let outcome = api.http.post(api.url()).form(&form).timeout(Duration::from_millis(300)).send().await;
+    assert!(outcome.is_err_and(|e| e.is_timeout()), "the answer never came");
+    // The write landed all the same: the CRM committed before the reply was lost.
+    let held: Vec<_> = api.sim.records("Contacts").into_iter().filter(|r| r["lastname"] == "Held").collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(api.sim.injected_fault_count(), 1, "only the create met the fault");
+    api.sim.clear_fault();
+    let element = serde_json::json!({"lastname": "After", "assigned_user_id": "19x1"});
+    ok(&api.create(&session, "Contacts", element).await);
+}
+
+#[tokio::test]
+async fn random_faults_hit_some_requests_and_replay_from_their_seed() {
+    const MIX: &[Fault] = &[Fault::Http500Empty, Fault::DropConnection];
+    let api = Api::start().await;
+    let challenge = [("operation", "getchallenge"), ("username", "admin")];
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        api.sim.set_fault(Fault::Random { percent: 30, seed: 42, faults: MIX });
+        let mut seen = Vec::new();
+        for _ in 0..60 {
+            let outcome = api.http.get(api.url()).query(&challenge).send().await;
+            let status = match outcome {
+                Err(_) => "dropped",
+                Ok(response) => match (response.status().as_u16(), response.bytes().await) {
+                    (_, Err(_)) => "dropped",
+                    (500, _) => "500",
+                    _ => "ok",
+                },
+            };
+            seen.push(status);
+        }
+        runs.push(seen);
+    }
+    assert_eq!(runs[0], runs[1], "the same seed, the same faults, request by request");
+    for kind in ["ok", "500", "dropped"] {
+        assert!(runs[0].contains(&kind), "{kind}: {:?}", runs[0]);
+    }
+    let faulted = runs[0].iter().filter(|s| **s != "ok").count() as u64;
+    assert_eq!(api.sim.injected_fault_count(), 2 * faulted);
+}
