@@ -4,9 +4,9 @@
 //! [`Fault::HoldReplyAfter`], which models a write whose answer was lost and so names the
 //! operation it hits.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -49,6 +49,18 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The variant's name, e.g. `"HoldReplyAfter"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::None => "None",
+            Fault::Http500Empty => "Http500Empty",
+            Fault::Latency(_) => "Latency",
+            Fault::DropConnection => "DropConnection",
+            Fault::HoldReplyAfter { .. } => "HoldReplyAfter",
+            Fault::Random { .. } => "Random",
+        }
+    }
+
     fn check(&self) {
         if let Fault::Random { percent, faults, .. } = self {
             assert!(*percent <= 100, "Fault::Random: percent {percent} is over 100");
@@ -86,8 +98,8 @@ impl Active {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     active: Mutex<Active>,
-    /// Requests that met a fault, since the simulator started.
-    injected: AtomicU64,
+    /// Requests that met a fault since the simulator started, by the fault's name.
+    injected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Faults {
@@ -131,15 +143,17 @@ impl Faults {
                 *active = Active::default();
             }
         }
+        drop(active);
         if fault != Fault::None {
-            self.injected.fetch_add(1, Ordering::Relaxed);
+            let mut injected = self.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *injected.entry(fault.name()).or_default() += 1;
         }
         fault
     }
 
-    /// Requests that met a fault so far.
-    pub(crate) fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
+    /// Requests that met a fault so far, by the fault's name.
+    pub(crate) fn injected(&self) -> BTreeMap<&'static str, u64> {
+        self.injected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Active> {
@@ -202,7 +216,7 @@ mod tests {
         assert_eq!(f.take(Some("retrieve")), Fault::None);
         assert_eq!(f.take(Some("create")), hold);
         assert_eq!(f.take(Some("create")), Fault::None, "two creates held, then none");
-        assert_eq!(f.injected(), 2);
+        assert_eq!(f.injected(), BTreeMap::from([("HoldReplyAfter", 2)]));
     }
 
     const MIX: &[Fault] = &[

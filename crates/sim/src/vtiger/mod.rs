@@ -269,6 +269,12 @@ impl VtigerSim {
     /// Requests that met a fault (a drawn [`Fault::Random`] counts as the fault drawn; one that
     /// drew nothing does not).
     pub fn injected_fault_count(&self) -> u64 {
+        self.inner.faults.injected().values().sum()
+    }
+
+    /// [`injected_fault_count`](Self::injected_fault_count) by the fault's name
+    /// ([`Fault::name`]).
+    pub fn injected_faults(&self) -> BTreeMap<&'static str, u64> {
         self.inner.faults.injected()
     }
 

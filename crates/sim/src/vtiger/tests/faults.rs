@@ -110,6 +110,8 @@ async fn random_faults_hit_some_requests_and_replay_from_their_seed() {
     for kind in ["ok", "500", "dropped"] {
         assert!(runs[0].contains(&kind), "{kind}: {:?}", runs[0]);
     }
-    let faulted = runs[0].iter().filter(|s| **s != "ok").count() as u64;
-    assert_eq!(api.sim.injected_fault_count(), 2 * faulted);
+    let count = |kind: &str| runs[0].iter().filter(|s| **s == kind).count() as u64;
+    assert_eq!(api.sim.injected_fault_count(), 2 * (count("500") + count("dropped")));
+    let injected = api.sim.injected_faults();
+    assert_eq!((injected["Http500Empty"], injected["DropConnection"]), (2 * count("500"), 2 * count("dropped")));
 }
