@@ -10,7 +10,7 @@ use crmhub_sim::vtiger::{Fault, VtigerSimHandle, VtigerSimOptions, spawn as spaw
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_of, spawn};
+use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, spawn};
 
 pub const KEY: &str = "sim-access-key-0001";
 
@@ -32,18 +32,7 @@ impl CallCentre {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut crmhub_server::Settings)) -> Self {
-        let sim = spawn_vtiger(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
-        let account = sim.insert_record("Accounts", [("accountname", "Lotus Trading")]);
-        let lan = sim.insert_record(
-            "Contacts",
-            [
-                ("firstname", "Lan"),
-                ("lastname", "Nguyen"),
-                ("mobile", "0912 345 678"),
-                ("email", "lan@example.com"),
-                ("account_id", account.as_str()),
-            ],
-        );
+        let (sim, lan) = call_centre_sim().await;
         let clock = ManualClock::new(SystemClock.now_millis());
         let app = spawn()
             .clock(Arc::new(clock.clone()))
@@ -53,23 +42,7 @@ impl CallCentre {
             })
             .start()
             .await;
-        let tenant = app.post_tenant(&json!({"slug": "acme", "name": "Acme", "phone_region": "VN"})).await;
-        assert_eq!(tenant.status(), 201);
-        let body = json!({"name": "Vtiger", "kind": "vtiger", "host": sim.base_url(),
-                          "fields": {"username": "admin"}, "credentials": {"access_key": KEY}});
-        let connection = app.create_connection("acme", &body).await;
-        let configured = app
-            .admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/calls", &json!({"connection_id": connection}))
-            .await;
-        assert_eq!(configured.status(), 200, "{}", configured.text().await.unwrap());
-        let key = app
-            .admin_send(
-                Method::POST,
-                "/admin/v1/tenants/acme/channel-keys",
-                &json!({"name": "pbx", "scopes": ["calls"]}),
-            )
-            .await;
-        let key = key.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+        let key = set_up_call_centre(&app.client, &app.address, ADMIN_TOKEN, &sim).await;
         Self { app, sim, clock, key, lan }
     }
 
@@ -102,12 +75,7 @@ impl CallCentre {
 
     /// The simulator's call logs (Events with activity type Call) for `call_id`.
     pub fn logs_of(&self, call_id: &str) -> Vec<std::collections::BTreeMap<String, String>> {
-        let marker = format!("[crmhub-call:{call_id}]");
-        self.sim
-            .records("Events")
-            .into_iter()
-            .filter(|e| e.get("description").is_some_and(|d| d.contains(&marker)))
-            .collect()
+        logs_in(&self.sim, call_id)
     }
 
     pub async fn call_admin(&self, call_id: &str) -> Value {
@@ -121,6 +89,57 @@ impl CallCentre {
         let listed: Value = self.app.admin_get("/admin/v1/tenants/acme/calls?since=0").await.json().await.unwrap();
         listed["calls"].as_array().unwrap().len()
     }
+}
+
+/// A Vtiger simulator holding Lan Nguyen (`0912 345 678`) of Lotus Trading; Lan's id.
+pub async fn call_centre_sim() -> (VtigerSimHandle, String) {
+    let sim = spawn_vtiger(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
+    let account = sim.insert_record("Accounts", [("accountname", "Lotus Trading")]);
+    let lan = sim.insert_record(
+        "Contacts",
+        [
+            ("firstname", "Lan"),
+            ("lastname", "Nguyen"),
+            ("mobile", "0912 345 678"),
+            ("email", "lan@example.com"),
+            ("account_id", account.as_str()),
+        ],
+    );
+    (sim, lan)
+}
+
+/// Through the admin API of the crmhub at `base`: tenant `acme` (region VN), a Vtiger
+/// connection to `sim`, the calls channel on it, and a channel key with the `calls` scope,
+/// which is returned.
+pub async fn set_up_call_centre(client: &reqwest::Client, base: &str, token: &str, sim: &VtigerSimHandle) -> String {
+    let admin = |method: Method, path: &str, body: Value| {
+        client.request(method, format!("{base}{path}")).bearer_auth(token).json(&body).send()
+    };
+    let tenant =
+        admin(Method::POST, "/admin/v1/tenants", json!({"slug": "acme", "name": "Acme", "phone_region": "VN"}))
+            .await
+            .unwrap();
+    assert_eq!(tenant.status(), 201, "{}", tenant.text().await.unwrap());
+    let body = json!({"name": "Vtiger", "kind": "vtiger", "host": sim.base_url(),
+                      "fields": {"username": "admin"}, "credentials": {"access_key": KEY}});
+    let connection = admin(Method::POST, "/admin/v1/tenants/acme/connections", body).await.unwrap();
+    assert_eq!(connection.status(), 201, "{}", connection.text().await.unwrap());
+    let connection = connection.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let configured = admin(Method::PUT, "/admin/v1/tenants/acme/channels/calls", json!({"connection_id": connection}))
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200, "{}", configured.text().await.unwrap());
+    let key = admin(Method::POST, "/admin/v1/tenants/acme/channel-keys", json!({"name": "pbx", "scopes": ["calls"]}))
+        .await
+        .unwrap();
+    assert_eq!(key.status(), 201, "{}", key.text().await.unwrap());
+    key.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
+}
+
+/// The simulator's call logs carrying `call_id`'s marker.
+pub fn logs_in(sim: &VtigerSimHandle, call_id: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let marker = format!("[crmhub-call:{call_id}]");
+    sim.records("Events").into_iter().filter(|e| e.get("description").is_some_and(|d| d.contains(&marker))).collect()
 }
 
 pub fn event(kind: &str, call: Value) -> Value {
