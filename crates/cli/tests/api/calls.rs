@@ -493,3 +493,32 @@ async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     assert!(message.contains("not configured"), "{message}");
     assert_eq!(centre.call_count().await, 0);
 }
+
+#[tokio::test]
+async fn a_crm_that_refuses_the_write_leaves_a_dead_letter_with_the_reason_that_can_be_redriven() {
+    let centre = CallCentre::start().await;
+    // The tenant's Vtiger administrator made a field of Events mandatory that crmhub does not
+    // fill: every call log is refused until they relent.
+    assert!(centre.sim.make_mandatory("Events", "location"));
+    for event in whole_call("refused", "0912345678") {
+        centre.accept(&event).await;
+    }
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (1, 0), "a refusal is not retried: {report:?}");
+    let view = centre.call_admin("refused").await;
+    assert_eq!(view["crm"]["up_to_date"], false);
+    assert_eq!(view["jobs"][0]["status"], "dead", "{view}");
+    let reason = view["jobs"][0]["last_error"].as_str().unwrap();
+    assert!(reason.contains("location does not have a value"), "{reason}");
+    assert!(centre.logs_of("refused").is_empty());
+
+    centre.sim.make_optional("Events", "location");
+    let redriven = centre.app.admin_send(Method::POST, "/admin/v1/tenants/acme/jobs/redrive", &json!({})).await;
+    assert_eq!(redriven.json::<Value>().await.unwrap()["redriven"], 1);
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (0, 0), "{report:?}");
+    let logs = centre.logs_of("refused");
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["eventstatus"], "Held");
+    assert_eq!(centre.call_admin("refused").await["crm"]["up_to_date"], true);
+}
