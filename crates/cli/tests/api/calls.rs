@@ -522,3 +522,24 @@ async fn a_crm_that_refuses_the_write_leaves_a_dead_letter_with_the_reason_that_
     assert_eq!(logs[0]["eventstatus"], "Held");
     assert_eq!(centre.call_admin("refused").await["crm"]["up_to_date"], true);
 }
+
+#[tokio::test]
+async fn a_pop_links_the_social_inbox_card_of_the_same_connection() {
+    let centre = CallCentre::start().await;
+    let without = centre.accept(&started("no-card", "0912345678")).await;
+    assert_eq!(without["call"]["screen_pop"]["contacts"][0]["card_url"], Value::Null, "no card secret, no URL");
+    let connection = centre.app.admin_get("/admin/v1/tenants/acme/channels/calls").await.json::<Value>().await.unwrap()
+        ["connection_id"]
+        .clone();
+    let inbox = json!({"connection_id": connection, "secret": "changeme!"});
+    let configured = centre.app.admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/social-inbox", &inbox).await;
+    assert_eq!(configured.status(), 200);
+    let with = centre.accept(&started("card", "0912345678")).await;
+    let url = with["call"]["screen_pop"]["contacts"][0]["card_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/t/acme/social/iframe?id=") && url.contains("&sig="), "{url}");
+    // The URL starts with `server.public_url`, which tests leave at the listen address (port 0).
+    let path = &url[url.find("/t/").unwrap()..];
+    let card = centre.app.client.get(centre.app.url(path)).send().await.unwrap();
+    assert_eq!(card.status(), 200, "{url}");
+    assert!(card.text().await.unwrap().contains("Lan Nguyen"));
+}
