@@ -238,6 +238,7 @@ async fn a_whole_call_lands_as_one_held_event_with_the_final_facts() {
     assert_eq!(log["contact_id"], centre.lan);
     assert!(log["description"].contains("Wants a quote"), "{log:?}");
     assert!(log["description"].contains("https://rec.example.com/x.mp3"), "{log:?}");
+    assert!(log["description"].contains("Disposition: sale"), "{log:?}");
     let view = centre.call_admin("c-1").await;
     assert_eq!(view["crm"]["record_id"], log["id"].as_str());
     assert_eq!((view["phase"].as_str(), view["crm"]["up_to_date"].as_bool()), (Some("finalized"), Some(true)));
@@ -491,4 +492,54 @@ async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     assert_eq!(code, "not_found");
     assert!(message.contains("not configured"), "{message}");
     assert_eq!(centre.call_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_crm_that_refuses_the_write_leaves_a_dead_letter_with_the_reason_that_can_be_redriven() {
+    let centre = CallCentre::start().await;
+    // The tenant's Vtiger administrator made a field of Events mandatory that crmhub does not
+    // fill: every call log is refused until they relent.
+    assert!(centre.sim.make_mandatory("Events", "location"));
+    for event in whole_call("refused", "0912345678") {
+        centre.accept(&event).await;
+    }
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (1, 0), "a refusal is not retried: {report:?}");
+    let view = centre.call_admin("refused").await;
+    assert_eq!(view["crm"]["up_to_date"], false);
+    assert_eq!(view["jobs"][0]["status"], "dead", "{view}");
+    let reason = view["jobs"][0]["last_error"].as_str().unwrap();
+    assert!(reason.contains("location does not have a value"), "{reason}");
+    assert!(centre.logs_of("refused").is_empty());
+
+    centre.sim.make_optional("Events", "location");
+    let redriven = centre.app.admin_send(Method::POST, "/admin/v1/tenants/acme/jobs/redrive", &json!({})).await;
+    assert_eq!(redriven.json::<Value>().await.unwrap()["redriven"], 1);
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (0, 0), "{report:?}");
+    let logs = centre.logs_of("refused");
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["eventstatus"], "Held");
+    assert_eq!(centre.call_admin("refused").await["crm"]["up_to_date"], true);
+}
+
+#[tokio::test]
+async fn a_pop_links_the_social_inbox_card_of_the_same_connection() {
+    let centre = CallCentre::start().await;
+    let without = centre.accept(&started("no-card", "0912345678")).await;
+    assert_eq!(without["call"]["screen_pop"]["contacts"][0]["card_url"], Value::Null, "no card secret, no URL");
+    let connection = centre.app.admin_get("/admin/v1/tenants/acme/channels/calls").await.json::<Value>().await.unwrap()
+        ["connection_id"]
+        .clone();
+    let inbox = json!({"connection_id": connection, "secret": "changeme!"});
+    let configured = centre.app.admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/social-inbox", &inbox).await;
+    assert_eq!(configured.status(), 200);
+    let with = centre.accept(&started("card", "0912345678")).await;
+    let url = with["call"]["screen_pop"]["contacts"][0]["card_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/t/acme/social/iframe?id=") && url.contains("&sig="), "{url}");
+    // The URL starts with `server.public_url`, which tests leave at the listen address (port 0).
+    let path = &url[url.find("/t/").unwrap()..];
+    let card = centre.app.client.get(centre.app.url(path)).send().await.unwrap();
+    assert_eq!(card.status(), 200, "{url}");
+    assert!(card.text().await.unwrap().contains("Lan Nguyen"));
 }
