@@ -282,10 +282,10 @@ pub struct CallLog {
     /// The agent's or platform's wrap-up code (`sale`, `callback`, …).
     pub disposition: Option<String>,
     pub recording_url: Option<String>,
-    /// The CRM record crmhub already knows it made for this call. When given, the connector
-    /// updates that record and looks nothing up; when missing, it looks the call up by its id
-    /// before creating, so a crash between the CRM write and crmhub storing the id cannot make
-    /// a second record.
+    /// The CRM record crmhub already knows it made for this call (a `LoggedCall::record_id` it
+    /// stored). When given, the connector updates that record directly and makes no lookup.
+    /// When missing, it looks the call up by its marker or id before creating, so that a crash
+    /// between the CRM write and crmhub storing the id cannot make a second record.
     pub record_id: Option<String>,
 }
 

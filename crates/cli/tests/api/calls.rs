@@ -240,6 +240,7 @@ async fn a_whole_call_lands_as_one_held_event_with_the_final_facts() {
     assert_eq!(log["contact_id"], centre.lan);
     assert!(log["description"].contains("Wants a quote"), "{log:?}");
     assert!(log["description"].contains("https://rec.example.com/x.mp3"), "{log:?}");
+    assert!(log["description"].contains("Disposition: sale"), "{log:?}");
     let view = centre.call_admin("c-1").await;
     assert_eq!(view["crm"]["record_id"], log["id"].as_str());
     assert_eq!((view["phase"].as_str(), view["crm"]["up_to_date"].as_bool()), (Some("finalized"), Some(true)));

@@ -207,6 +207,12 @@ impl Ws {
         ids
     }
 
+    /// Changes some fields of a record, as a person editing it in Vtiger would.
+    pub async fn revise(&self, element: Value) {
+        let element = element.to_string();
+        Self::unwrap(self.post(&[("operation", "revise"), ("element", &element)]).await, "revise");
+    }
+
     pub async fn delete(&self, id: &str) {
         let answer = self.post(&[("operation", "delete"), ("id", id)]).await;
         Self::unwrap(answer, "delete");

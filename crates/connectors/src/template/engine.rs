@@ -606,6 +606,7 @@ impl TemplateConnector {
                 self.require_contact_id(input("id").unwrap_or_default())
             }
             Trigger::ConnectionCheck
+            | Trigger::CallLogFind
             | Trigger::ContactSearch
             | Trigger::ContactFindByPhone
             | Trigger::ContactChanges
@@ -935,23 +936,39 @@ impl Crm for TemplateConnector {
         if let Some(contact) = &call.contact_id {
             self.contact_exists(contact).await?;
         }
-        // The CRM may have nowhere to keep our call id, so crmhub remembers which record it made.
-        let (tenant, connection) = self.owner;
-        let known = self
-            .call_maps
-            .get(tenant, connection, &call.call_id)
-            .await
-            .map_err(|e| CrmError::Unavailable(e.to_string()))?;
         let mut inputs = call_inputs(call);
-        if let Some(state) = &known {
-            inputs.insert("record_id".into(), state.record_id.clone());
-            let regress = state.stage == CallStage::Ended && call.stage == CallStage::Answered;
-            let complete = self.endpoint(Trigger::CallLogComplete);
-            if let (false, Some(complete)) = (regress, complete) {
-                self.call(complete, &inputs, None).await?;
-                self.remember_call(&call.call_id, &state.record_id, call.stage.max(state.stage)).await?;
+        // The record made for this call before, and its stage where crmhub knows it: the id the
+        // call channel stored, else the connection's call map (the CRM may have nowhere to keep
+        // our call id), else whatever the CRM itself finds for the call id.
+        let known = match &call.record_id {
+            Some(id) => Some((id.clone(), None)),
+            None => {
+                let (tenant, connection) = self.owner;
+                let mapped = self
+                    .call_maps
+                    .get(tenant, connection, &call.call_id)
+                    .await
+                    .map_err(|e| CrmError::Unavailable(e.to_string()))?;
+                match mapped {
+                    Some(state) => Some((state.record_id, Some(state.stage))),
+                    None => self.find_call(&call.call_id).await?.map(|id| (id, None)),
+                }
             }
-            return Ok(LoggedCall { record_id: state.record_id.clone(), created: false });
+        };
+        if let Some((record_id, stage)) = known {
+            inputs.insert("record_id".into(), record_id.clone());
+            // An answered event arriving after the call's final log must not undo it, and a
+            // record of unknown stage may hold the final log already: only a final log is
+            // written over that one.
+            let write = match stage {
+                Some(stage) => !(stage == CallStage::Ended && call.stage == CallStage::Answered),
+                None => call.stage == CallStage::Ended,
+            };
+            if let (true, Some(complete)) = (write, self.endpoint(Trigger::CallLogComplete)) {
+                self.call(complete, &inputs, None).await?;
+                self.remember_call(&call.call_id, &record_id, stage.map_or(call.stage, |s| s.max(call.stage))).await?;
+            }
+            return Ok(LoggedCall { record_id, created: false });
         }
         let body = self.call(create, &inputs, None).await?;
         let record_id = self.created_id(create, &body)?;
@@ -1066,6 +1083,18 @@ impl TemplateConnector {
             body: text(&map.body),
             at: text(&map.at),
             status: text(&map.status),
+        }
+    }
+
+    /// The record the template's `call.log.find` reports for a call id; none without that
+    /// endpoint, or when it finds nothing (an empty answer or a 404).
+    async fn find_call(&self, call_id: &str) -> Result<Option<String>, CrmError> {
+        let Some(find) = self.endpoint(Trigger::CallLogFind) else { return Ok(None) };
+        let inputs = Inputs::from([("call_id".to_owned(), call_id.to_owned())]);
+        match self.call(find, &inputs, None).await {
+            Ok(body) => Ok(find.response.id.as_ref().and_then(|p| p.text(&body))),
+            Err(CrmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -185,6 +185,9 @@ pub enum Trigger {
     CallLogCreate,
     #[serde(rename = "call.log.complete")]
     CallLogComplete,
+    /// The record a CRM holds for a call id, for a call crmhub lost track of.
+    #[serde(rename = "call.log.find")]
+    CallLogFind,
     #[serde(rename = "note.create")]
     NoteCreate,
     #[serde(rename = "ticket.create")]
@@ -198,7 +201,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 14] = [
+    pub const ALL: [Trigger; 15] = [
         Self::ConnectionCheck,
         Self::ContactSearch,
         Self::ContactFindByPhone,
@@ -208,6 +211,7 @@ impl Trigger {
         Self::ContactChanges,
         Self::CallLogCreate,
         Self::CallLogComplete,
+        Self::CallLogFind,
         Self::NoteCreate,
         Self::TicketCreate,
         Self::SmsSend,
@@ -226,6 +230,7 @@ impl Trigger {
             Self::ContactChanges => "contact.changes",
             Self::CallLogCreate => "call.log.create",
             Self::CallLogComplete => "call.log.complete",
+            Self::CallLogFind => "call.log.find",
             Self::NoteCreate => "note.create",
             Self::TicketCreate => "ticket.create",
             Self::SmsSend => "sms.send",
@@ -247,6 +252,7 @@ impl Trigger {
             Self::ContactGet | Self::ContactActivities => &["id"],
             Self::ContactCreate => &["first_name", "last_name", "email", "phone", "mobile", "title", "description"],
             Self::ContactChanges => &["since"],
+            Self::CallLogFind => &["call_id"],
             Self::CallLogCreate | Self::CallLogComplete => &[
                 "call_id",
                 "record_id",

@@ -940,8 +940,10 @@ impl Reader<'_> {
         }
 
         let has = |trigger: Trigger| seen_triggers.contains_key(&trigger);
-        if has(Trigger::CallLogComplete) && !has(Trigger::CallLogCreate) {
-            self.error("endpoints", "call.log.complete needs a call.log.create endpoint too");
+        for call_trigger in [Trigger::CallLogComplete, Trigger::CallLogFind] {
+            if has(call_trigger) && !has(Trigger::CallLogCreate) {
+                self.error("endpoints", format!("{} needs a call.log.create endpoint too", call_trigger.as_str()));
+            }
         }
         // A company search serves the contact search: it finds companies, then their contacts.
         if has(Trigger::CompanySearch) != has(Trigger::CompanyContacts) {
@@ -1008,7 +1010,7 @@ impl Reader<'_> {
             | Trigger::ContactChanges
             | Trigger::CompanySearch
             | Trigger::CompanyContacts => endpoint.response.records.is_none().then_some("response.records"),
-            Trigger::NoteCreate | Trigger::TicketCreate | Trigger::CallLogCreate => {
+            Trigger::NoteCreate | Trigger::TicketCreate | Trigger::CallLogCreate | Trigger::CallLogFind => {
                 endpoint.response.id.is_none().then_some("response.id")
             }
             Trigger::ContactCreate => (endpoint.response.id.is_none() && endpoint.response.record.is_none())

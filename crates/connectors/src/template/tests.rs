@@ -96,6 +96,21 @@ fn company_search_needs_its_pair_and_mapping() {
 }
 
 #[test]
+fn call_log_find_needs_the_create_endpoint_an_id_and_only_the_call_id() {
+    let book = include_str!("../../../../templates/contactbook.yaml");
+    let errors = check(&book.replace("trigger: call.log.create", "trigger: ~")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("call.log.find needs a call.log.create endpoint too")), "{errors:#?}");
+    let errors = check(&book.replace("response: { id: /data/0/id }", "")).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("call.log.find needs response.id")), "{errors:#?}");
+    let errors = check(&book.replace(
+        "value: \"{{input.call_id}}\" }\n      - { name: per_page, kind: query, value: \"1\" }",
+        "value: \"{{input.record_id}}\" }",
+    ))
+    .unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("call.log.find supplies no input.record_id")), "{errors:#?}");
+}
+
+#[test]
 fn json_templates_parse_too() {
     let yaml: serde_json::Value = serde_saphyr::from_str(MINIMAL).unwrap();
     check(&yaml.to_string()).unwrap();

@@ -164,6 +164,24 @@ impl Vtiger {
         let rows = self.query_all(queries::call_logs_marked(marker)?, 200).await?;
         Ok(rows.into_iter().find(|r| text(r, "description").is_some_and(|d| d.contains(marker))))
     }
+
+    /// The call's log so far: the record crmhub says it made, read by id (no query), or, when
+    /// crmhub knows none or that one is gone, the record carrying the call's marker.
+    async fn call_log_record(&self, call: &CallLog, marker: &str) -> Result<Option<Record>, CrmError> {
+        if let Some(id) = &call.record_id {
+            match self.retrieve(id).await {
+                // Only an Events record is a call log: call details must never be written over
+                // another module's record that an id mix-up pointed at.
+                Ok(record) if record.contains_key("eventstatus") => return Ok(Some(record)),
+                Ok(_) => tracing::warn!(record = %id, "the record stored for a call is not an event; looking it up"),
+                // Deleted in the CRM (Vtiger answers ACCESS_DENIED, read as not found): the
+                // marker finds a copy made meanwhile, or the log is made again.
+                Err(CrmError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.logged_call(marker).await
+    }
 }
 
 fn user_name(user: &Record) -> Option<String> {
@@ -194,8 +212,67 @@ fn call_marker(call_id: &str) -> String {
     format!("[crmhub-call:{id}]")
 }
 
+/// The line that closes crmhub's block in a call log's description.
+const BLOCK_END: &str = "[/crmhub-call]";
+
+/// The description as a person should read it: without crmhub's marker lines, everything else
+/// (crmhub's details and whatever an agent wrote) kept.
 fn strip_marker(description: &str) -> String {
-    description.lines().filter(|l| !l.starts_with("[crmhub-call:")).collect::<Vec<_>>().join("\n").trim().to_owned()
+    description
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !l.starts_with("[crmhub-call:") && l != BLOCK_END
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
+}
+
+/// crmhub's part of a call log's description: the marker line, the call's notes and details,
+/// then a closing line. The rest of the description belongs to whoever edits the record in
+/// Vtiger, and a later log of the call replaces only this block.
+fn call_block(marker: &str, notes: Option<&str>, details: &[String]) -> String {
+    let mut block = format!("{marker}\n");
+    if let Some(notes) = notes.map(str::trim).filter(|n| !n.is_empty()) {
+        block.push_str(notes);
+        block.push_str("\n\n");
+    }
+    block.push_str(&details.join("\n"));
+    block.push('\n');
+    block.push_str(BLOCK_END);
+    block
+}
+
+/// `description` with crmhub's block for `marker` replaced by `block`, every character outside
+/// it kept as it was. A description without the block (an agent cleared it) gets the block
+/// appended. A marker line without a closing line after it (an agent deleted that line, or a
+/// log written before blocks existed) is taken as a block of that one line, so that nobody
+/// else's text is ever taken for crmhub's.
+fn with_call_block(description: &str, marker: &str, block: &str) -> String {
+    let mut start: Option<(usize, usize)> = None;
+    let mut offset = 0;
+    for line in description.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        let end = offset + content.len();
+        match start {
+            None if content.trim() == marker => start = Some((offset, end)),
+            Some((from, _)) if content.trim() == BLOCK_END => {
+                return format!("{}{block}{}", &description[..from], &description[end..]);
+            }
+            _ => {}
+        }
+        offset += line.len();
+    }
+    match start {
+        Some((from, to)) => format!("{}{block}{}", &description[..from], &description[to..]),
+        None if description.trim().is_empty() => block.to_owned(),
+        None => {
+            let gap = if description.ends_with('\n') { "\n" } else { "\n\n" };
+            format!("{description}{gap}{block}")
+        }
+    }
 }
 
 fn contact_record(record: &Record, companies: &BTreeMap<String, String>) -> ContactRecord {
@@ -378,7 +455,7 @@ impl Crm for Vtiger {
             self.existing_contact(contact).await?;
         }
         let marker = call_marker(&call.call_id);
-        let existing = self.logged_call(&marker).await?;
+        let existing = self.call_log_record(call, &marker).await?;
         if let Some(record) = &existing {
             // An answered event arriving after the call's final log must not undo it.
             let finalised = matches!(text(record, "eventstatus"), Some("Held" | "Not Held"));
@@ -398,28 +475,29 @@ impl Crm for Vtiger {
             crmhub_core::crm::CallDirection::Inbound => "Inbound",
             crmhub_core::crm::CallDirection::Outbound => "Outbound",
         };
-        let mut description = Vec::new();
-        if let Some(notes) = call.notes.as_deref().filter(|n| !n.trim().is_empty()) {
-            description.push(notes.trim().to_owned());
-        }
         let mut details = vec![format!("Direction: {direction}")];
         details.extend(call.from.as_ref().map(|f| format!("From: {f}")));
         details.extend(call.to.as_ref().map(|t| format!("To: {t}")));
         details.extend(call.agent.as_ref().map(|a| format!("Agent: {a}")));
         details.extend(call.outcome.map(|o| format!("Outcome: {o:?}")));
         details.extend(call.duration_secs.map(|d| format!("Duration: {d} s")));
+        details.extend(call.disposition.as_ref().map(|d| format!("Disposition: {d}")));
         details.extend(call.recording_url.as_ref().map(|r| format!("Recording: {r}")));
-        description.push(details.join("\n"));
-        description.push(marker.clone());
+        let block = call_block(&marker, call.notes.as_deref(), &details);
 
-        let mut element = Map::new();
         let counterpart = match call.direction {
             crmhub_core::crm::CallDirection::Inbound => call.from.as_deref(),
             crmhub_core::crm::CallDirection::Outbound => call.to.as_deref(),
         };
-        let subject = format!("{direction} call{}", counterpart.map(|c| format!(" {c}")).unwrap_or_default());
+        let bare_subject = format!("{direction} call");
+        let subject = match counterpart {
+            Some(c) => format!("{bare_subject} {c}"),
+            None => bare_subject.clone(),
+        };
+        // `revise` changes only the fields sent, so every field crmhub never sets keeps what an
+        // agent put there.
+        let mut element = Map::new();
         for (field, value) in [
-            ("subject", subject),
             ("activitytype", "Call".to_owned()),
             ("date_start", date_start),
             ("time_start", time_start),
@@ -427,7 +505,6 @@ impl Crm for Vtiger {
             ("time_end", time_end),
             ("duration_hours", (duration / 3600).to_string()),
             ("eventstatus", status.to_owned()),
-            ("description", description.join("\n\n")),
         ] {
             element.insert(field.to_owned(), Value::String(value));
         }
@@ -437,10 +514,23 @@ impl Crm for Vtiger {
         match existing {
             Some(record) => {
                 let id = text(&record, "id").unwrap_or_default().to_owned();
+                let description = record.get("description").and_then(Value::as_str).unwrap_or_default();
+                element.insert("description".into(), Value::String(with_call_block(description, &marker, &block)));
+                // The subject is crmhub's only while it still reads as crmhub wrote it at an
+                // earlier stage. That stage may have had no number yet (`Inbound call`), which
+                // the final log fills in; any other subject is an agent's (or names the same
+                // call's number already) and is kept. crmhub stores no copy of what it wrote,
+                // so this is the one comparison that cannot mistake an agent's words for ours.
+                let current = text(&record, "subject").unwrap_or_default();
+                if current.is_empty() || current == bare_subject {
+                    element.insert("subject".into(), Value::String(subject));
+                }
                 self.revise(&id, element).await?;
                 Ok(LoggedCall { record_id: id, created: false })
             }
             None => {
+                element.insert("subject".into(), Value::String(subject));
+                element.insert("description".into(), Value::String(block));
                 let created = self.create("Events", element).await?;
                 Ok(LoggedCall { record_id: text(&created, "id").unwrap_or_default().to_owned(), created: true })
             }
@@ -463,9 +553,10 @@ impl Crm for Vtiger {
         if ticket.title.trim().is_empty() {
             return Err(CrmError::validation("title", "must not be empty"));
         }
-        if let Some(contact) = &ticket.contact_id {
-            self.existing_contact(contact).await?;
-        }
+        let contact = match &ticket.contact_id {
+            Some(id) => Some(self.existing_contact(id).await?),
+            None => None,
+        };
         let priority = match ticket.priority.unwrap_or(TicketPriority::Normal) {
             TicketPriority::Low => "Low",
             TicketPriority::Normal => "Normal",
@@ -481,6 +572,11 @@ impl Crm for Vtiger {
         }
         if let Some(contact) = &ticket.contact_id {
             element.insert("contact_id".into(), Value::String(contact.clone()));
+        }
+        // The contact's organization, as a ticket made in Vtiger's UI gets it: the ticket then
+        // shows on the account too. Read from the contact already fetched to check it exists.
+        if let Some(account) = contact.as_ref().and_then(|c| text(c, "account_id")) {
+            element.insert("parent_id".into(), Value::String(account.to_owned()));
         }
         let created = self.create("HelpDesk", element).await?;
         Ok(text(&created, "id").unwrap_or_default().to_owned())
@@ -600,5 +696,31 @@ mod tests {
         assert_eq!(call_marker("abc-123"), "[crmhub-call:abc-123]");
         assert!(call_marker("a'b%c").starts_with("[crmhub-call:md5-"));
         assert_eq!(strip_marker("hello\n[crmhub-call:x]"), "hello");
+    }
+
+    #[test]
+    fn a_later_log_replaces_only_crmhubs_block() {
+        let marker = call_marker("c-1");
+        let first = call_block(&marker, Some("Wants a quote"), &["Direction: Inbound".to_owned()]);
+        assert_eq!(first, "[crmhub-call:c-1]\nWants a quote\n\nDirection: Inbound\n[/crmhub-call]");
+        let edited = format!("Agent before\r\n\r\n{first}\r\n  Agent after: call back 10:00\n");
+        let second = call_block(&marker, None, &["Direction: Inbound".to_owned(), "Duration: 5 s".to_owned()]);
+        assert_eq!(
+            with_call_block(&edited, &marker, &second),
+            format!("Agent before\r\n\r\n{second}\r\n  Agent after: call back 10:00\n")
+        );
+        assert_eq!(
+            strip_marker(&with_call_block(&edited, &marker, &second)),
+            "Agent before\n\nDirection: Inbound\nDuration: 5 s\n  Agent after: call back 10:00"
+        );
+        // Cleared by an agent: the block goes after what is there.
+        assert_eq!(with_call_block("", &marker, &second), second);
+        assert_eq!(with_call_block("Only mine", &marker, &second), format!("Only mine\n\n{second}"));
+        // No closing line: only the marker line is crmhub's.
+        let unclosed = "Old details\n[crmhub-call:c-1]\nAgent text";
+        assert_eq!(with_call_block(unclosed, &marker, "NEW"), "Old details\nNEW\nAgent text");
+        // Another call's block is someone else's text here.
+        let other = call_block(&call_marker("c-2"), None, &["x".to_owned()]);
+        assert_eq!(with_call_block(&other, &marker, "NEW"), format!("{other}\n\nNEW"));
     }
 }

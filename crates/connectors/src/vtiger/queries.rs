@@ -127,7 +127,7 @@ pub fn ticket_statuses(contact: &str) -> Result<Query, CrmError> {
 
 /// Call logs whose description carries this marker.
 pub fn call_logs_marked(marker: &str) -> Result<Query, CrmError> {
-    Query::select(&["id", "eventstatus", "description"], "Events")?
+    Query::select(&["id", "eventstatus", "subject", "description"], "Events")?
         .filter(Cond::like("description", contains(marker))?)
         .order_by("id", false)
 }

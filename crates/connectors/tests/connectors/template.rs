@@ -355,8 +355,8 @@ mod contactbook {
     use async_trait::async_trait;
     use crmhub_connectors::conformance::{self, Backend};
     use crmhub_core::PhoneRegion;
-    use crmhub_core::crm::{CardOptions, Crm, CrmError};
-    use crmhub_sim::json_crm::{JsonCrmFault, JsonCrmSimHandle, JsonCrmSimOptions, NewContact, spawn};
+    use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError};
+    use crmhub_sim::json_crm::{CallStatus, JsonCrmFault, JsonCrmSimHandle, JsonCrmSimOptions, NewContact, spawn};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -421,6 +421,64 @@ mod contactbook {
         let crm = book(&sim, Arc::default());
         conformance::run(&crm, &Book(&sim)).await;
         assert_eq!(sim.login_count(), 1);
+    }
+
+    fn call(stage: CallStage, record_id: Option<String>) -> CallLog {
+        CallLog {
+            call_id: "pbx-crash-1".into(),
+            stage,
+            direction: CallDirection::Inbound,
+            contact_id: None,
+            from: Some("+84912345678".into()),
+            to: None,
+            started_at: 1_800_000_000,
+            duration_secs: Some(42),
+            outcome: (stage == CallStage::Ended).then_some(CallOutcome::Completed),
+            agent: None,
+            notes: None,
+            disposition: None,
+            recording_url: None,
+            record_id,
+        }
+    }
+
+    fn lookups(log: &Log) -> usize {
+        log.0.lock().unwrap().iter().filter(|e| e.url.contains("/calls?external_id=")).count()
+    }
+
+    #[tokio::test]
+    async fn a_call_logged_before_a_crash_is_found_instead_of_logged_twice() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        let answered = book(&sim, Arc::default()).log_call(&call(CallStage::Answered, None)).await.unwrap();
+        assert!(answered.created);
+        // A new connector has no call map: as after a crash before crmhub kept the record id.
+        let log = Arc::new(Log::default());
+        let ended = book(&sim, log.clone()).log_call(&call(CallStage::Ended, None)).await.unwrap();
+        assert_eq!((ended.record_id.as_str(), ended.created), (answered.record_id.as_str(), false));
+        assert_eq!(lookups(&log), 1, "the call was looked up by its external id");
+        let calls = sim.calls();
+        assert_eq!((calls.len(), calls[0].status), (1, CallStatus::Completed), "{calls:?}");
+        assert_eq!(calls[0].duration, Some(42));
+    }
+
+    #[tokio::test]
+    async fn a_record_id_from_crmhub_is_used_without_a_lookup() {
+        let sim = spawn(JsonCrmSimOptions::default()).await;
+        let answered = book(&sim, Arc::default()).log_call(&call(CallStage::Answered, None)).await.unwrap();
+        let log = Arc::new(Log::default());
+        let crm = book(&sim, log.clone());
+        // The stage of a record known only by id is unknown: an answered event writes nothing.
+        let late = crm.log_call(&call(CallStage::Answered, Some(answered.record_id.clone()))).await.unwrap();
+        assert_eq!((late.record_id.as_str(), late.created), (answered.record_id.as_str(), false));
+        let ended = crm.log_call(&call(CallStage::Ended, Some(answered.record_id.clone()))).await.unwrap();
+        assert_eq!(ended.record_id, answered.record_id);
+        assert_eq!(lookups(&log), 0, "no lookup by external id");
+        assert_eq!(sim.calls().len(), 1);
+        assert_eq!(sim.calls()[0].status, CallStatus::Completed);
+        // A call the CRM has never seen is looked up once, then created.
+        let fresh = CallLog { call_id: "pbx-new".into(), ..call(CallStage::Answered, None) };
+        assert!(crm.log_call(&fresh).await.unwrap().created);
+        assert_eq!((lookups(&log), sim.calls().len()), (1, 2));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use crmhub_connectors::conformance::{self, Backend};
 use crmhub_connectors::http::{HttpClient, Lane, OutboundMetrics, OutboundPolicy, RateSpec};
 use crmhub_connectors::vtiger::{Method, Vtiger};
 use crmhub_connectors::{ConnectionSpec, http::CallContext};
-use crmhub_core::crm::{CardOptions, Crm, CrmError};
+use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError, NewTicket};
 use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{Fault, Install, VtigerSimHandle, VtigerSimOptions, spawn};
@@ -527,4 +527,140 @@ async fn a_search_finds_the_contacts_of_a_matching_company() {
     assert!(crm.search_contacts("acme@", 10).await.unwrap().is_empty());
     assert!(crm.search_contacts("+84 912", 10).await.unwrap().is_empty());
     assert_eq!(f.sim.operation_count("query"), before + 2, "e-mail and phone terms skip the company lookup");
+}
+
+fn call_log(call_id: &str, stage: CallStage, contact: &str) -> CallLog {
+    CallLog {
+        call_id: call_id.into(),
+        stage,
+        direction: CallDirection::Inbound,
+        contact_id: Some(contact.to_owned()),
+        from: Some("+84912345678".into()),
+        to: None,
+        started_at: 1_800_000_000,
+        duration_secs: (stage == CallStage::Ended).then_some(95),
+        outcome: (stage == CallStage::Ended).then_some(CallOutcome::Completed),
+        agent: Some("agent-7".into()),
+        notes: None,
+        disposition: None,
+        recording_url: None,
+        record_id: None,
+    }
+}
+
+fn events_marked(f: &Fixture, call_id: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let marker = format!("[crmhub-call:{call_id}]");
+    f.sim.records("Events").into_iter().filter(|r| r["description"].contains(&marker)).collect()
+}
+
+#[tokio::test]
+async fn a_known_record_is_completed_by_id_without_a_query() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let contact = f.contact("Call", "Known");
+    let crm = f.crm();
+    let answered = crm.log_call(&call_log("known-1", CallStage::Answered, &contact)).await.unwrap();
+    let (queries, retrieves) = (f.sim.operation_count("query"), f.sim.operation_count("retrieve"));
+    let known =
+        CallLog { record_id: Some(answered.record_id.clone()), ..call_log("known-1", CallStage::Ended, &contact) };
+    let ended = crm.log_call(&known).await.unwrap();
+    assert_eq!((ended.record_id.as_str(), ended.created), (answered.record_id.as_str(), false));
+    assert_eq!(f.sim.operation_count("query"), queries, "no marker lookup");
+    assert_eq!(f.sim.operation_count("retrieve"), retrieves + 2, "the contact, then the known record");
+    assert_eq!(f.sim.record(&answered.record_id).unwrap()["eventstatus"], "Held");
+    // A late answered event, by id too, leaves the final log alone.
+    let late =
+        CallLog { record_id: Some(answered.record_id.clone()), ..call_log("known-1", CallStage::Answered, &contact) };
+    crm.log_call(&late).await.unwrap();
+    assert_eq!(f.sim.record(&answered.record_id).unwrap()["eventstatus"], "Held");
+    assert_eq!(f.sim.operation_count("query"), queries);
+}
+
+#[tokio::test]
+async fn a_known_record_deleted_in_the_crm_falls_back_to_the_marker() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let contact = f.contact("Call", "Deleted");
+    let crm = f.crm();
+    let first = crm.log_call(&call_log("gone-1", CallStage::Answered, &contact)).await.unwrap();
+    assert!(f.sim.delete_record(&first.record_id));
+    let stale = CallLog { record_id: Some(first.record_id.clone()), ..call_log("gone-1", CallStage::Ended, &contact) };
+    let remade = crm.log_call(&stale).await.unwrap();
+    assert!(remade.created, "nothing carries the marker any more: the log is made again");
+    assert_ne!(remade.record_id, first.record_id);
+    let live = events_marked(&f, "gone-1");
+    assert_eq!((live.len(), live[0]["eventstatus"].as_str()), (1, "Held"));
+
+    // Gone, while a record with the marker exists: that one is completed, none is added.
+    let second = crm.log_call(&call_log("gone-2", CallStage::Answered, &contact)).await.unwrap();
+    let deleted = f.sim.insert_record("Events", [("subject", "x"), ("eventstatus", "Planned")]);
+    assert!(f.sim.delete_record(&deleted));
+    let stale = CallLog { record_id: Some(deleted), ..call_log("gone-2", CallStage::Ended, &contact) };
+    let found = crm.log_call(&stale).await.unwrap();
+    assert_eq!((found.record_id.as_str(), found.created), (second.record_id.as_str(), false));
+    assert_eq!(events_marked(&f, "gone-2").len(), 1);
+}
+
+#[tokio::test]
+async fn what_an_agent_wrote_survives_the_final_log() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let contact = f.contact("Agent", "Edits");
+    let crm = f.crm();
+    let answered = crm.log_call(&call_log("edit-1", CallStage::Answered, &contact)).await.unwrap();
+    let ours = f.sim.record(&answered.record_id).unwrap()["description"].clone();
+    assert!(ours.starts_with("[crmhub-call:edit-1]\n") && ours.ends_with("\n[/crmhub-call]"), "{ours:?}");
+    let edited = format!("Customer is upset & wants <b>a refund</b>.\n\n{ours}\nCall back Tuesday 10:00\n");
+    assert!(f.sim.update_record(
+        &answered.record_id,
+        [("description", edited.as_str()), ("subject", "Refund request"), ("location", "Desk 4")]
+    ));
+    let done = CallLog { notes: Some("Refund approved".into()), ..call_log("edit-1", CallStage::Ended, &contact) };
+    crm.log_call(&done).await.unwrap();
+    let event = f.sim.record(&answered.record_id).unwrap();
+    let description = &event["description"];
+    assert!(
+        description
+            .starts_with("Customer is upset & wants <b>a refund</b>.\n\n[crmhub-call:edit-1]\nRefund approved\n\n")
+    );
+    assert!(description.ends_with("Duration: 95 s\n[/crmhub-call]\nCall back Tuesday 10:00\n"), "{description:?}");
+    assert_eq!(description.matches("[crmhub-call:edit-1]").count(), 1);
+    assert_eq!((event["eventstatus"].as_str(), event["subject"].as_str()), ("Held", "Refund request"));
+    assert_eq!(event["location"], "Desk 4", "a field crmhub never sets is left alone");
+    // The card shows the agent's text and crmhub's details, without crmhub's marker lines.
+    let card = crm.contact_card(&contact, &CardOptions::default()).await.unwrap();
+    let body = card.activities.iter().find_map(|a| a.body.clone()).unwrap();
+    assert!(body.contains("Call back Tuesday") && body.contains("Refund approved"), "{body}");
+    assert!(!body.contains("[crmhub-call") && !body.contains("[/crmhub-call]"), "{body}");
+}
+
+#[tokio::test]
+async fn a_subject_without_a_number_is_completed_by_the_final_log() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let contact = f.contact("No", "Number");
+    let crm = f.crm();
+    let early = CallLog { from: None, ..call_log("subject-1", CallStage::Answered, &contact) };
+    let answered = crm.log_call(&early).await.unwrap();
+    assert_eq!(f.sim.record(&answered.record_id).unwrap()["subject"], "Inbound call");
+    crm.log_call(&call_log("subject-1", CallStage::Ended, &contact)).await.unwrap();
+    assert_eq!(f.sim.record(&answered.record_id).unwrap()["subject"], "Inbound call +84912345678");
+}
+
+#[tokio::test]
+async fn a_ticket_carries_the_contacts_organization() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    let account = f.sim.insert_record("Accounts", [("accountname", "Acme Ltd")]);
+    let at_acme = f.sim.insert_record("Contacts", [("lastname", "Coyote"), ("account_id", account.as_str())]);
+    let alone = f.contact("No", "Company");
+    let crm = f.crm();
+    let ticket = |contact: &str| NewTicket {
+        contact_id: Some(contact.to_owned()),
+        title: "Rocket misfired".into(),
+        description: None,
+        priority: None,
+    };
+    let retrieves = f.sim.operation_count("retrieve");
+    let id = crm.create_ticket(&ticket(&at_acme)).await.unwrap();
+    assert_eq!(f.sim.operation_count("retrieve"), retrieves + 1, "the contact is read once");
+    let made = f.sim.record(&id).unwrap();
+    assert_eq!((made["parent_id"].as_str(), made["contact_id"].as_str()), (account.as_str(), at_acme.as_str()));
+    let id = crm.create_ticket(&ticket(&alone)).await.unwrap();
+    assert_eq!(f.sim.record(&id).unwrap().get("parent_id").map_or("", String::as_str), "");
 }

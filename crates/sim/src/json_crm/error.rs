@@ -1,6 +1,8 @@
 //! ContactBook's one error shape, `{"error":{"code","message"[,"field"]}}`, with the status that
 //! goes with each code. Templates match on `code` (and `field` for 422), never on `message`.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
-    pub(crate) field: Option<&'static str>,
+    pub(crate) field: Option<Cow<'static, str>>,
 }
 
 #[derive(Serialize)]
@@ -36,7 +38,8 @@ pub(crate) fn error_json(code: &str, message: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message, field: self.field } };
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code, message: &self.message, field: self.field.as_deref() } };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3: a 401 names the scheme, and says why a presented token was refused.
@@ -95,6 +98,6 @@ pub(crate) fn payload_too_large() -> ApiError {
 }
 
 /// 422 `validation_failed` naming the offending field.
-pub(crate) fn invalid_field(field: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError { field: Some(field), ..err(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message) }
+pub(crate) fn invalid_field(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+    ApiError { field: Some(field.into()), ..err(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message) }
 }

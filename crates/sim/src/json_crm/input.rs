@@ -329,6 +329,31 @@ impl Query {
         Ok(PageRequest { page, per_page })
     }
 
+    /// Refuses any parameter but `known`: a misspelt filter would otherwise be ignored and the
+    /// whole list come back, which a client looking one record up takes for its match.
+    pub(crate) fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        let mut unknown: Vec<&str> = self.0.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+        unknown.sort_unstable();
+        match unknown.first() {
+            Some(name) => Err(error::invalid_field(
+                (*name).to_owned(),
+                format!("unknown query parameter {name:?}; this endpoint takes {}", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A filter that, when present, must have a value: blank would mean "no filter" and list
+    /// everything.
+    pub(crate) fn filter(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        match (self.0.contains_key(name), self.get(name)) {
+            (true, None) => {
+                Err(error::invalid_field(name, format!("{name} must not be blank; leave it out to list all")))
+            }
+            (_, value) => Ok(value),
+        }
+    }
+
     /// `since` for the changes feed: Unix seconds, default 0.
     pub(crate) fn since(&self) -> Result<i64, ApiError> {
         let Some(v) = self.get("since") else { return Ok(0) };
@@ -380,7 +405,7 @@ mod tests {
     #[test]
     fn blank_strings_are_not_given_and_wrong_types_name_the_field() {
         let o = obj(serde_json::json!({"last_name": "X", "email": "", "phone": 5}));
-        assert_eq!(ContactInput::try_from(&o).err().and_then(|e| e.field), Some("phone"));
+        assert_eq!(ContactInput::try_from(&o).err().and_then(|e| e.field).as_deref(), Some("phone"));
         let o = obj(serde_json::json!({"last_name": "X", "email": "", "first_name": null}));
         let input = ContactInput::try_from(&o).expect("valid");
         assert_eq!((input.email, input.first_name), (None, None));
@@ -395,7 +420,7 @@ mod tests {
         assert_eq!(p.from, Patch::Keep);
         assert_eq!(p.status, Some(CallStatus::Completed));
         let o = obj(serde_json::json!({"status": null}));
-        assert_eq!(CallPatch::try_from(&o).err().and_then(|e| e.field), Some("status"));
+        assert_eq!(CallPatch::try_from(&o).err().and_then(|e| e.field).as_deref(), Some("status"));
     }
 
     #[test]
@@ -411,8 +436,20 @@ mod tests {
         for (q, field) in
             [("per_page=101", "per_page"), ("per_page=0", "per_page"), ("page=0", "page"), ("page=-1", "page")]
         {
-            assert_eq!(Query::parse(Some(q)).page().err().and_then(|e| e.field), Some(field), "{q}");
+            assert_eq!(Query::parse(Some(q)).page().err().and_then(|e| e.field).as_deref(), Some(field), "{q}");
         }
+    }
+
+    #[test]
+    fn unknown_parameters_and_blank_filters_are_refused() {
+        let q = Query::parse(Some("external_id=pbx-1&page=2&per_page=5"));
+        assert!(q.only(&["external_id", "page", "per_page"]).is_ok());
+        assert_eq!(q.filter("external_id").ok().flatten(), Some("pbx-1"));
+        let q = Query::parse(Some("externalId=pbx-1&zeta=1"));
+        assert_eq!(q.only(&["external_id"]).err().and_then(|e| e.field).as_deref(), Some("externalId"));
+        let q = Query::parse(Some("external_id=%20"));
+        assert_eq!(q.filter("external_id").err().and_then(|e| e.field).as_deref(), Some("external_id"));
+        assert_eq!(Query::parse(None).filter("external_id").ok().flatten(), None);
     }
 
     #[test]
@@ -422,6 +459,6 @@ mod tests {
             Some("912345678")
         );
         assert_eq!(Query::parse(Some("phone=5678")).phone_key().ok().flatten().as_deref(), Some("5678"));
-        assert_eq!(Query::parse(Some("phone=abc")).phone_key().err().and_then(|e| e.field), Some("phone"));
+        assert_eq!(Query::parse(Some("phone=abc")).phone_key().err().and_then(|e| e.field).as_deref(), Some("phone"));
     }
 }

@@ -102,7 +102,9 @@
 //!   rules; `null`/`""` clears an optional field and is a 422 for a required one. → **200**
 //!   `{"data":call}`; unknown call → **404** `not_found`.
 //! - `GET /api/v1/calls?external_id=<x>&page=&per_page=` → calls with that `external_id` (all
-//!   calls without it), id order, list envelope.
+//!   calls without it), id order, list envelope. This lookup is strict, because a filter
+//!   quietly ignored would answer with every call: any other query parameter → 422 naming it
+//!   (`field` = the parameter), and a blank `external_id` → 422 `field:"external_id"`.
 //!
 //! # Notes and tickets
 //! - `POST /api/v1/notes` `{"contact_id","body"}` → **201**

@@ -172,8 +172,9 @@ async fn create_contact(
 
 async fn list_calls(State(sim): State<JsonCrmSim>, _: Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref());
-    let page = query.page()?;
-    Ok(sim.with_store(|store, _| ok(paginate(store.find_calls(query.get("external_id")), page, CallOut::from))))
+    query.only(&["external_id", "page", "per_page"])?;
+    let (page, external_id) = (query.page()?, query.filter("external_id")?);
+    Ok(sim.with_store(|store, _| ok(paginate(store.find_calls(external_id), page, CallOut::from))))
 }
 
 async fn create_call(State(sim): State<JsonCrmSim>, _: Caller, JsonBody(body): JsonBody) -> Result<Response, ApiError> {

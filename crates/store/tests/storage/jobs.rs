@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmhub_core::JobId;
+use crmhub_core::{JobId, TenantId};
 use crmhub_store::jobs::{Enqueued, JobFilter, JobStatus, NewJob, QueueDepth, Redrive};
 use crmhub_store::{MasterKeySource, Store, StoreError};
 use serde_json::json;
@@ -29,6 +29,9 @@ on_both_backends!(
     redrive_merges_into_a_pending_twin,
     a_failing_job_merges_into_a_newer_pending_twin,
     redrive_revives_one_of_several_dead_twins,
+    jobs_of_one_dedupe_key_never_run_at_once,
+    jobs_without_a_dedupe_key_are_not_held_back,
+    a_lease_expired_job_of_a_key_is_taken_over_not_blocked_by_itself,
 );
 
 /// Runs every runnable job with `handler` until none is left; returns how many ran.
@@ -323,4 +326,202 @@ async fn redrive_revives_one_of_several_dead_twins(which: Which) {
     assert_eq!(store.jobs().depth(None).await.unwrap().dead, 3);
     assert_eq!(store.jobs().redrive(Some(t.id), Redrive::AllDead).await.unwrap(), 3);
     assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 0, dead: 0 });
+}
+
+/// What the workers of `jobs_of_one_dedupe_key_never_run_at_once` saw, under one lock.
+#[derive(Default)]
+struct SerialRun {
+    created: HashSet<JobId>,
+    /// Runs per job.
+    ran: HashMap<JobId, usize>,
+    completed: usize,
+    /// (tenant, key) → its jobs running now.
+    running: HashMap<(TenantId, u64), HashSet<JobId>>,
+    /// Re-enqueues done per (tenant, key).
+    reenqueued: HashMap<(TenantId, u64), usize>,
+    /// Times a keyed job started while another key's job ran.
+    keys_overlapped: usize,
+    violations: Vec<String>,
+}
+
+/// The serial rule under load: several keys (in two tenants, where the same key names two
+/// units of work), each re-enqueued while its job runs, plus jobs without a key, claimed by
+/// eight workers on two pools. No two jobs of one key ever run at once, and every job runs.
+/// Violations are collected, not panicked on, so a broken rule fails fast with a list.
+async fn jobs_of_one_dedupe_key_never_run_at_once(which: Which) {
+    let db = TestDb::new(which).await;
+    let first = db.open().await;
+    let second = db.open().await;
+    let tenants = [tenant(&first, "acme").await.id, tenant(&first, "other").await.id];
+    const KEYS: u64 = 2;
+    const REENQUEUES_PER_KEY: usize = 6;
+    const UNKEYED: usize = 12;
+    let key_job = |key: u64| NewJob::new("call.log", json!({"key": key})).dedupe_key(format!("call:{key}"));
+
+    let run: Arc<Mutex<SerialRun>> = Arc::default();
+    for t in tenants {
+        for key in 0..KEYS {
+            let id = first.jobs().enqueue(t, key_job(key)).await.unwrap();
+            assert!(matches!(id, Enqueued::Created(_)));
+            run.lock().unwrap().created.insert(id.id());
+        }
+    }
+    for i in 0..UNKEYED {
+        let id = first.jobs().enqueue(tenants[i % 2], NewJob::new("sync", json!({"i": i}))).await.unwrap();
+        run.lock().unwrap().created.insert(id.id());
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut workers = Vec::new();
+    for n in 0..8 {
+        let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+        let run = run.clone();
+        workers.push(tokio::spawn(async move {
+            let name = format!("worker-{n}");
+            while std::time::Instant::now() < deadline {
+                let Some(job) = store.jobs().claim(&name, LEASE).await.unwrap() else {
+                    // Done once every job ever created has finished (a running one may still
+                    // enqueue its key's next run); until then a key's next job may be waiting.
+                    let done = {
+                        let run = run.lock().unwrap();
+                        run.completed == run.created.len()
+                    };
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                let unit = job.payload["key"].as_u64().map(|key| (job.tenant_id, key));
+                {
+                    let mut run = run.lock().unwrap();
+                    *run.ran.entry(job.id).or_default() += 1;
+                    if let Some(unit) = unit {
+                        if run.running.values().any(|jobs| !jobs.is_empty()) {
+                            run.keys_overlapped += 1;
+                        }
+                        let same_key = run.running.entry(unit).or_default();
+                        same_key.insert(job.id);
+                        if same_key.len() > 1 {
+                            let msg = format!("{unit:?} had {same_key:?} running at once");
+                            run.violations.push(msg);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_micros(rand_micros())).await;
+                if let Some((tenant, key)) = unit {
+                    // New information while the job runs: another run of the same key.
+                    let again = {
+                        let mut run = run.lock().unwrap();
+                        let done = run.reenqueued.entry((tenant, key)).or_default();
+                        *done += 1;
+                        *done <= REENQUEUES_PER_KEY
+                    };
+                    if again {
+                        let enqueued = store.jobs().enqueue(tenant, key_job(key)).await.unwrap();
+                        let mut run = run.lock().unwrap();
+                        if !matches!(enqueued, Enqueued::Created(_)) {
+                            run.violations.push(format!("a job of {:?} was pending while one ran", (tenant, key)));
+                        }
+                        run.created.insert(enqueued.id());
+                    }
+                    // Long enough for an idle worker to try the new job while this one runs.
+                    tokio::time::sleep(Duration::from_millis(3) + Duration::from_micros(rand_micros())).await;
+                    run.lock().unwrap().running.entry((tenant, key)).or_default().remove(&job.id);
+                }
+                store.jobs().complete(&job).await.unwrap();
+                run.lock().unwrap().completed += 1;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    {
+        let run = run.lock().unwrap();
+        assert!(run.violations.is_empty(), "{} violations, first: {:?}", run.violations.len(), &run.violations[..1]);
+        assert_eq!(run.created.len(), 2 * KEYS as usize * (1 + REENQUEUES_PER_KEY) + UNKEYED);
+        assert_eq!(run.completed, run.created.len(), "the queue drained in time");
+        assert_eq!(run.ran.keys().copied().collect::<HashSet<_>>(), run.created, "every job ran");
+        assert!(run.ran.values().all(|&n| n == 1), "every job ran once");
+        assert!(run.keys_overlapped > 0, "different keys did run at the same time");
+    }
+    assert_eq!(first.jobs().depth(None).await.unwrap(), QueueDepth::default());
+}
+
+async fn jobs_without_a_dedupe_key_are_not_held_back(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    let other = tenant(&store, "other").await;
+    let key_job = || NewJob::new("call.log", json!({})).dedupe_key("call:x");
+    store.jobs().enqueue(t.id, key_job()).await.unwrap();
+    let running = store.jobs().claim("w1", LEASE).await.unwrap().unwrap();
+
+    // Enqueued in this order; the waiting twin is the oldest and the most urgent.
+    let twin = store.jobs().enqueue(t.id, key_job().priority(10)).await.unwrap().id();
+    let plain = store.jobs().enqueue(t.id, NewJob::new("call.log", json!({}))).await.unwrap().id();
+    let other_kind = store.jobs().enqueue(t.id, NewJob::new("sms.note", json!({})).dedupe_key("call:x")).await.unwrap();
+    let other_tenant = store.jobs().enqueue(other.id, key_job()).await.unwrap().id();
+    let mut claimed = Vec::new();
+    while let Some(job) = store.jobs().claim("w2", LEASE).await.unwrap() {
+        claimed.push(job);
+    }
+    let ids: HashSet<JobId> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!(ids, HashSet::from([plain, other_kind.id(), other_tenant]), "only the key's twin waits");
+    assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth { pending: 1, running: 4, dead: 0 });
+
+    // The other units finishing does not free the key; its own job does.
+    for job in &claimed {
+        store.jobs().complete(job).await.unwrap();
+    }
+    assert!(store.jobs().claim("w2", LEASE).await.unwrap().is_none());
+    store.jobs().complete(&running).await.unwrap();
+    let next = store.jobs().claim("w2", LEASE).await.unwrap().expect("the twin, once the key is free");
+    assert_eq!(next.id, twin);
+    // A failed attempt going back to pending does not block itself either.
+    let retry_at = store.clock().now_millis();
+    assert_eq!(store.jobs().fail(&next, "boom", retry_at).await.unwrap(), JobStatus::Pending);
+    let retried = store.jobs().claim("w2", LEASE).await.unwrap().expect("the retry");
+    assert_eq!((retried.id, retried.attempts), (twin, 2));
+    store.jobs().complete(&retried).await.unwrap();
+    assert_eq!(store.jobs().depth(None).await.unwrap(), QueueDepth::default());
+}
+
+async fn a_lease_expired_job_of_a_key_is_taken_over_not_blocked_by_itself(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    let key_job = || NewJob::new("call.log", json!({})).dedupe_key("call:x");
+    let first = store.jobs().enqueue(t.id, key_job()).await.unwrap().id();
+    let crashed = store.jobs().claim("worker-a", LEASE).await.unwrap().unwrap();
+    let twin = store.jobs().enqueue(t.id, key_job()).await.unwrap().id();
+    // worker-a dies. Until its lease runs out the key stays held.
+    db.clock.advance(LEASE - Duration::from_millis(1));
+    assert!(store.jobs().claim("worker-b", LEASE).await.unwrap().is_none());
+    db.clock.advance(Duration::from_millis(2));
+
+    // The abandoned job is taken over (the key's running job is that job itself); its twin
+    // still waits for it.
+    let taken = store.jobs().claim("worker-b", LEASE).await.unwrap().expect("taken over");
+    assert_eq!((taken.id, taken.attempts), (first, 2));
+    assert!(store.jobs().claim("worker-c", LEASE).await.unwrap().is_none(), "the twin waits for the takeover");
+    assert!(matches!(store.jobs().complete(&crashed).await, Err(StoreError::LeaseLost)));
+    store.jobs().complete(&taken).await.unwrap();
+    let next = store.jobs().claim("worker-c", LEASE).await.unwrap().expect("the twin");
+    assert_eq!(next.id, twin);
+
+    // A key whose last attempt was lost does not hold its twin forever: the lost job is dead.
+    let crashed = next;
+    let last = store.jobs().enqueue(t.id, key_job().max_attempts(1)).await.unwrap().id();
+    store.jobs().complete(&crashed).await.unwrap();
+    let lost = store.jobs().claim("worker-d", LEASE).await.unwrap().unwrap();
+    assert_eq!(lost.id, last);
+    let after = store.jobs().enqueue(t.id, key_job()).await.unwrap().id();
+    db.clock.advance(LEASE * 2);
+    let next = store.jobs().claim("worker-e", LEASE).await.unwrap().expect("the twin of a dead job runs");
+    assert_eq!(next.id, after);
+    let dead = store.jobs().list(&JobFilter { status: Some(JobStatus::Dead), ..Default::default() }).await.unwrap();
+    assert_eq!(dead.iter().map(|j| j.id).collect::<Vec<_>>(), [last]);
+    store.jobs().complete(&next).await.unwrap();
 }

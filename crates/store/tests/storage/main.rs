@@ -8,6 +8,7 @@ mod harness;
 
 mod auth_state;
 mod call_maps;
+mod calls;
 mod errors;
 mod idempotency;
 mod isolation;

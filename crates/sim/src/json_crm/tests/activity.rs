@@ -51,6 +51,20 @@ async fn calls_are_created_updated_and_found_by_external_id() {
 }
 
 #[tokio::test]
+async fn the_call_lookup_refuses_unknown_parameters_and_a_blank_external_id() {
+    let api = Api::start().await;
+    let contact = api.sim.insert_contact(NewContact::new("Lovelace"));
+    let token = api.login().await;
+    api.post(&token, "/calls", call_body(&contact)).await.data(201);
+    // Ignored, either would list every call, and a client looking one up would take the first.
+    api.get(&token, "/calls?externalId=pbx-78").await.assert_error(422, "validation_failed", Some("externalId"));
+    api.get(&token, "/calls?external_id=pbx-78&q=x").await.assert_error(422, "validation_failed", Some("q"));
+    api.get(&token, "/calls?external_id=").await.assert_error(422, "validation_failed", Some("external_id"));
+    let found = api.get(&token, "/calls?external_id=pbx-77&page=1&per_page=1").await;
+    assert_eq!(found.ids(), ["call_1"]);
+}
+
+#[tokio::test]
 async fn call_validation_names_the_field() {
     let api = Api::start().await;
     let contact = api.sim.insert_contact(NewContact::new("Lovelace"));
