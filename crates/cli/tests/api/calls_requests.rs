@@ -109,6 +109,7 @@ async fn a_ticket_goes_on_the_calls_contact_and_is_kept_among_its_events() {
     assert_eq!(ticket["ticketpriorities"], "High");
     assert_eq!(ticket["description"], "Wants delivery by Friday");
     assert_eq!(ticket["contact_id"], centre.lan);
+    assert_eq!(ticket["parent_id"], centre.account, "the ticket shows on Lan's organization too");
 
     let view = centre.call_admin("t-1").await;
     let kept: Vec<&Value> =
