@@ -24,6 +24,10 @@ pub struct CallCentre {
     pub clock: ManualClock,
     pub key: String,
     pub lan: String,
+    /// Lan's account, Lotus Trading.
+    pub account: String,
+    /// The Vtiger connection the channel is configured on.
+    pub connection: String,
 }
 
 impl CallCentre {
@@ -70,7 +74,7 @@ impl CallCentre {
             )
             .await;
         let key = key.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
-        Self { app, sim, clock, key, lan }
+        Self { app, sim, clock, key, lan, account, connection }
     }
 
     /// Posts a raw body to the events endpoint with `key`.
