@@ -24,6 +24,10 @@ pub struct CallCentre {
     pub clock: ManualClock,
     pub key: String,
     pub lan: String,
+    /// Lan's account, Lotus Trading.
+    pub account: String,
+    /// The Vtiger connection the channel is configured on.
+    pub connection: String,
 }
 
 impl CallCentre {
@@ -70,7 +74,7 @@ impl CallCentre {
             )
             .await;
         let key = key.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
-        Self { app, sim, clock, key, lan }
+        Self { app, sim, clock, key, lan, account, connection }
     }
 
     /// Posts a raw body to the events endpoint with `key`.
@@ -482,6 +486,22 @@ async fn sms_events_become_one_note_on_the_contact() {
     assert!(notes[0]["commentcontent"].starts_with("SMS sent to +84 912 345 678 by Mai"), "{notes:?}");
 }
 
+const LOOKUP_ONLY_TEMPLATE: &str = r#"
+name: lookup-only
+type: crm
+fields: [{ name: token, secret: true, required: true }]
+contact: { id: /id, name: /name }
+endpoints:
+  - name: by-phone
+    kind: get_data
+    trigger: contact.find_by_phone
+    url: "{{host}}/contacts"
+    parameters:
+      - { name: phone, kind: query, value: "{{input.phone}}" }
+      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
+    response: { records: /data }
+"#;
+
 #[tokio::test]
 async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     let centre = CallCentre::start().await;
@@ -491,7 +511,25 @@ async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     let (code, message, _) = error_of(response).await;
     assert_eq!(code, "not_found");
     assert!(message.contains("not configured"), "{message}");
-    assert_eq!(centre.call_count().await, 0);
+
+    // A CRM that can find callers but not log calls or keep notes: refused at request time,
+    // never a job that could only die later.
+    centre.app.publish_template(LOOKUP_ONLY_TEMPLATE).await;
+    let body = json!({"name": "Lookup", "kind": "template:lookup-only", "host": "http://127.0.0.1:9",
+                      "credentials": {"token": "t0k3n-value"}});
+    let connection = centre.app.create_connection("acme", &body).await;
+    let channel = json!({"connection_id": connection});
+    let configured = centre.app.admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/calls", &channel).await;
+    assert_eq!(configured.status(), 200, "{}", configured.text().await.unwrap());
+    let answered = event("call.answered", json!({"call_id": "cannot-log"}));
+    let (code, message, _) = error_of(centre.post(&answered).await).await;
+    assert_eq!((code.as_str(), message.contains("call.log")), ("unsupported", true), "{message}");
+    let sms = json!({"type": "sms.received", "sms": {"message_id": "m", "from": "0912345678", "text": "hi"}});
+    let (code, message, _) = error_of(centre.post(&sms).await).await;
+    assert_eq!((code.as_str(), message.contains("note.create")), ("unsupported", true), "{message}");
+    assert_eq!(centre.call_count().await, 0, "nothing was stored");
+    let jobs: Value = centre.app.admin_get("/admin/v1/jobs").await.json().await.unwrap();
+    assert_eq!(jobs["jobs"], json!([]));
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod admin_tenants;
 mod binary;
 mod calls;
 mod calls_demo;
+mod calls_requests;
 mod channel_keys;
 mod connection_test;
 mod echoed_secrets;
