@@ -250,16 +250,14 @@ impl TryFrom<JobRow> for JobRecord {
     }
 }
 
-/// A job going back to pending checks for a pending twin first (`merge_into_pending_twin`),
-/// but the twin can be enqueued between that check and the update (a running job does not
-/// count for the dedupe rule): the update then breaks the one-pending-job-per-key index. That
-/// error means the twin exists now, so the job is merged into it on the next pass, rather than
-/// left `running` until its lease runs out (its call's log held back meanwhile, and declared
-/// dead if that was its last attempt). Found by the calls channel's reliability test.
-const TWIN_RACE_TRIES: usize = 3;
+/// A job going back to pending races an enqueue of its twin (on PostgreSQL, between the
+/// merge check and the update, the enqueue may commit): the update then breaks the one-pending
+/// rule and fails, and the next round merges into the twin. One round settles it; three are
+/// allowed.
+const TWIN_RACE_ROUNDS: usize = 3;
 
-fn is_twin_race(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+fn is_twin_race<T>(result: &std::result::Result<T, sqlx::Error>) -> bool {
+    matches!(result, Err(sqlx::Error::Database(db)) if db.is_unique_violation())
 }
 
 const LAST_ATTEMPT_LOST: &str = "the worker running the final attempt stopped renewing its lease (crashed or hung)";
@@ -466,7 +464,7 @@ impl Jobs<'_> {
     /// The attempt failed. Unless it was the last, the job runs again at `retry_at`; after the
     /// last it is dead with `error`. Returns the resulting status.
     pub async fn fail(&self, job: &ClaimedJob, error: &str, retry_at: UnixMillis) -> Result<JobStatus> {
-        for _ in 0..TWIN_RACE_TRIES {
+        for _ in 0..TWIN_RACE_ROUNDS {
             if self.merge_into_pending_twin(job).await? {
                 return Ok(JobStatus::Pending);
             }
@@ -484,14 +482,14 @@ impl Jobs<'_> {
                 .fetch_optional(pool)
                 .await
             });
-            let status = match status {
-                Err(e) if is_twin_race(&e) => continue,
-                status => status?.ok_or(StoreError::LeaseLost)?,
-            };
+            if is_twin_race(&status) {
+                continue;
+            }
+            let status = status?.ok_or(StoreError::LeaseLost)?;
             return JobStatus::parse(&status)
                 .ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"));
         }
-        Err(StoreError::corrupt("job", job.id.to_string(), "a pending twin kept appearing and vanishing"))
+        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// A permanent failure: no retry will help, so the job is dead now, with `error` kept.
@@ -515,7 +513,7 @@ impl Jobs<'_> {
     /// Puts the job back without counting the attempt: it asked to run later (a remote's
     /// `Retry-After`), or the worker is shutting down.
     pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
-        for _ in 0..TWIN_RACE_TRIES {
+        for _ in 0..TWIN_RACE_ROUNDS {
             if self.merge_into_pending_twin(job).await? {
                 return Ok(());
             }
@@ -523,8 +521,8 @@ impl Jobs<'_> {
                 sqlx::query(
                     "UPDATE jobs SET status = 'pending', \
                      attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
-                     run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, \
-                     lease_expires_at = NULL, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+                     run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+                     updated_at = $5 WHERE id = $1 AND lease_owner = $2",
                 )
                 .bind(job.id.to_string())
                 .bind(&job.lease_token)
@@ -535,14 +533,12 @@ impl Jobs<'_> {
                 .await
                 .map(|r| r.rows_affected())
             });
-            return match done {
-                Err(e) if is_twin_race(&e) => continue,
-                Ok(1) => Ok(()),
-                Ok(_) => Err(StoreError::LeaseLost),
-                Err(e) => Err(e.into()),
-            };
+            if is_twin_race(&done) {
+                continue;
+            }
+            return if done? == 1 { Ok(()) } else { Err(StoreError::LeaseLost) };
         }
-        Err(StoreError::corrupt("job", job.id.to_string(), "a pending twin kept appearing and vanishing"))
+        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// Its connection's credentials were refused: the job waits, without counting the attempt,
