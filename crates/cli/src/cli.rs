@@ -72,6 +72,9 @@ pub enum Command {
     /// Configure a tenant's channels (the social inbox).
     #[command(subcommand)]
     Channel(crate::commands::channel::ChannelCommand),
+    /// The call-centre channel: calls with their CRM logs, and a simulated call.
+    #[command(subcommand, visible_alias = "call")]
+    Calls(crate::commands::calls::CallsCommand),
     /// Manage the keys machine channels (a PBX, the widget's backend) present.
     #[command(subcommand, name = "channel-key")]
     ChannelKey(crate::commands::channel_keys::ChannelKeyCommand),

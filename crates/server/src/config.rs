@@ -345,11 +345,20 @@ impl Settings {
     }
 }
 
+/// `CRMHUB_*` names that are not crmhub's settings: `CRMHUB_CHANNEL_KEY` is the key a client
+/// (`crmhub call simulate`) presents to a running crmhub, and must not make every other command
+/// run in the same shell refuse to start.
+const CLIENT_ENV: &[&str] = &["channel_key"];
+
 /// `CRMHUB_SECTION__KEY` → `section.key`, plus the shortcuts. `CRMHUB_TEST_*` belongs to the
-/// test-suite and is ignored; every other `CRMHUB_*` name must be a real setting.
+/// test-suite and is ignored, and so are the [`CLIENT_ENV`] names; every other `CRMHUB_*` name
+/// must be a real setting.
 fn environment() -> Env {
     Env::prefixed("CRMHUB_")
-        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            !key.starts_with("test_") && !CLIENT_ENV.contains(&key.as_str())
+        })
         .map(|key| {
             ENV_ALIASES
                 .iter()
@@ -474,6 +483,8 @@ mod tests {
         assert!(err.contains("jobs.concurency") && err.contains("environment"), "{err}");
         // The test-suite's own variables are not settings.
         load(None, &[("CRMHUB_TEST_DATABASE_URL", "postgres://x")]).unwrap();
+        // Nor is the channel key `crmhub call simulate` reads.
+        load(None, &[("CRMHUB_CHANNEL_KEY", "crmhub_x")]).unwrap();
     }
 
     #[test]

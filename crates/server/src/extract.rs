@@ -19,23 +19,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => {
-                    let detail = e.body_text();
-                    let detail = detail
-                        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-                        .unwrap_or(&detail);
-                    let (field, message) = split_serde_path(detail);
-                    ApiError::invalid(field, message)
-                }
-                JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
-                JsonRejection::MissingJsonContentType(_) => {
-                    ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-                }
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-                other => ApiError::BadRequest(other.body_text()),
-            }),
+            Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// A JSON body already read (a route that keeps the raw bytes, for `Idempotency-Key`), with
+/// `JsonBody`'s errors; the content type is not checked.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    axum::Json::<T>::from_bytes(body).map(|axum::Json(value)| value).map_err(json_rejection)
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let detail = e.body_text();
+            let detail =
+                detail.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(&detail);
+            let (field, message) = split_serde_path(detail);
+            ApiError::invalid(field, message)
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        other => ApiError::BadRequest(other.body_text()),
     }
 }
 

@@ -42,6 +42,13 @@ impl JobHandler for PruneRequestLog {
             Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "call maps pruned"),
             Err(e) => return JobOutcome::Retry(e.to_string()),
         }
+        // The call-centre channel's calls are kept as long as the maps: both only serve to log
+        // a late event of a call against the record it already has.
+        match ctx.store.calls(job.tenant_id).prune(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "calls and text messages pruned"),
+            Err(e) => return JobOutcome::Retry(e.to_string()),
+        }
         match ctx.store.idempotency(job.tenant_id).prune(ctx.clock.now_millis()).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "expired idempotency keys pruned"),

@@ -264,6 +264,69 @@ impl Calls<'_> {
         self.get(call_id.as_str()).await?.ok_or(StoreError::NotFound { entity: "call" })
     }
 
+    /// Keeps something done on the call's behalf (a ticket the agent created, say) among its
+    /// events, for operators. The call itself is left as it is: its log does not show it.
+    pub async fn record_note_event(&self, call_id: &CallId, kind: &str, body: &Value) -> Result<()> {
+        on_pool!(&self.store.db, |pool| {
+            sqlx::query(
+                "INSERT INTO call_events (tenant_id, call_id, kind, effect, body, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(self.tenant.to_string())
+            .bind(call_id.as_str())
+            .bind(kind)
+            .bind(EventEffect::Applied.as_str())
+            .bind(body.to_string())
+            .bind(self.store.now())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { entity: "call" },
+            _ => StoreError::Database(e),
+        })?;
+        Ok(())
+    }
+
+    /// Makes `contact_id` the call's contact unless it has one, and then, in the same
+    /// transaction, enqueues `log_job` when the call has a log to update (it is past ringing).
+    /// Returns whether the contact was set, and the job when one was enqueued.
+    pub async fn link_contact(
+        &self,
+        call_id: &CallId,
+        contact_id: &str,
+        log_job: NewJob,
+    ) -> Result<(bool, Option<Enqueued>)> {
+        let mut tx = self.store.begin().await?;
+        let result = async {
+            let id = call_id.as_str();
+            let current = self.locked(&mut tx, id).await?.ok_or(StoreError::NotFound { entity: "call" })?;
+            if current.contact_id.is_some() {
+                return Ok((false, None));
+            }
+            on_tx!(&mut tx, |conn| {
+                sqlx::query(
+                    "UPDATE calls SET contact_id = $3, version = version + 1, updated_at = $4 \
+                     WHERE tenant_id = $1 AND call_id = $2",
+                )
+                .bind(self.tenant.to_string())
+                .bind(id)
+                .bind(contact_id)
+                .bind(self.store.now())
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+            })?;
+            let call = self.locked(&mut tx, id).await?.ok_or(StoreError::NotFound { entity: "call" })?;
+            let job =
+                if call.is_logged() { None } else { Some(tx.enqueue_job(self.store, self.tenant, log_job).await?) };
+            Ok((true, job))
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     /// Records that the CRM shows the call as of `version`: its record, stage and contact.
     /// When the call changed since `version` was read, `requeue` is enqueued in the same
     /// transaction, so the newer state gets logged too. Returns whether it was.

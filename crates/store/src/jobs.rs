@@ -250,6 +250,16 @@ impl TryFrom<JobRow> for JobRecord {
     }
 }
 
+/// A job going back to pending races an enqueue of its twin (on PostgreSQL, between the
+/// merge check and the update, the enqueue may commit): the update then breaks the one-pending
+/// rule and fails, and the next round merges into the twin. One round settles it; three are
+/// allowed.
+const TWIN_RACE_ROUNDS: usize = 3;
+
+fn is_twin_race<T>(result: &std::result::Result<T, sqlx::Error>) -> bool {
+    matches!(result, Err(sqlx::Error::Database(db)) if db.is_unique_violation())
+}
+
 const LAST_ATTEMPT_LOST: &str = "the worker running the final attempt stopped renewing its lease (crashed or hung)";
 
 impl Tx {
@@ -454,25 +464,32 @@ impl Jobs<'_> {
     /// The attempt failed. Unless it was the last, the job runs again at `retry_at`; after the
     /// last it is dead with `error`. Returns the resulting status.
     pub async fn fail(&self, job: &ClaimedJob, error: &str, retry_at: UnixMillis) -> Result<JobStatus> {
-        if self.merge_into_pending_twin(job).await? {
-            return Ok(JobStatus::Pending);
+        for _ in 0..TWIN_RACE_ROUNDS {
+            if self.merge_into_pending_twin(job).await? {
+                return Ok(JobStatus::Pending);
+            }
+            let status: std::result::Result<Option<String>, sqlx::Error> = on_pool!(&self.store.db, |pool| {
+                sqlx::query_scalar(
+                    "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
+                     run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+                     WHERE id = $1 AND lease_owner = $2 RETURNING status",
+                )
+                .bind(job.id.to_string())
+                .bind(&job.lease_token)
+                .bind(retry_at)
+                .bind(truncate(error))
+                .bind(self.store.now())
+                .fetch_optional(pool)
+                .await
+            });
+            if is_twin_race(&status) {
+                continue;
+            }
+            let status = status?.ok_or(StoreError::LeaseLost)?;
+            return JobStatus::parse(&status)
+                .ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"));
         }
-        let status: Option<String> = on_pool!(&self.store.db, |pool| {
-            sqlx::query_scalar(
-                "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
-                 run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
-                 WHERE id = $1 AND lease_owner = $2 RETURNING status",
-            )
-            .bind(job.id.to_string())
-            .bind(&job.lease_token)
-            .bind(retry_at)
-            .bind(truncate(error))
-            .bind(self.store.now())
-            .fetch_optional(pool)
-            .await
-        })?;
-        let status = status.ok_or(StoreError::LeaseLost)?;
-        JobStatus::parse(&status).ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"))
+        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// A permanent failure: no retry will help, so the job is dead now, with `error` kept.
@@ -496,25 +513,32 @@ impl Jobs<'_> {
     /// Puts the job back without counting the attempt: it asked to run later (a remote's
     /// `Retry-After`), or the worker is shutting down.
     pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
-        if self.merge_into_pending_twin(job).await? {
-            return Ok(());
+        for _ in 0..TWIN_RACE_ROUNDS {
+            if self.merge_into_pending_twin(job).await? {
+                return Ok(());
+            }
+            let done: std::result::Result<u64, sqlx::Error> = on_pool!(&self.store.db, |pool| {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'pending', \
+                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                     run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+                     updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(job.id.to_string())
+                .bind(&job.lease_token)
+                .bind(run_at)
+                .bind(reason.map(truncate))
+                .bind(self.store.now())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+            });
+            if is_twin_race(&done) {
+                continue;
+            }
+            return if done? == 1 { Ok(()) } else { Err(StoreError::LeaseLost) };
         }
-        let done = on_pool!(&self.store.db, |pool| {
-            sqlx::query(
-                "UPDATE jobs SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
-                 run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = $5 WHERE id = $1 AND lease_owner = $2",
-            )
-            .bind(job.id.to_string())
-            .bind(&job.lease_token)
-            .bind(run_at)
-            .bind(reason.map(truncate))
-            .bind(self.store.now())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// Its connection's credentials were refused: the job waits, without counting the attempt,

@@ -13,6 +13,7 @@ use crmhub_store::connections::{ConnectionUpdate, NewConnection};
 use crmhub_store::tenants::{NewTenant, Tenant};
 use serde_json::json;
 
+use super::calls;
 use super::channel;
 use super::serve::Signals;
 use super::templates_demo;
@@ -22,6 +23,13 @@ const SEEDED_CONTACTS: usize = 300;
 
 /// The social inbox secret of tenant `demo`, for both endpoints: the protocol README's example.
 const DEMO_SECRET: &str = "changeme!";
+
+/// Susan Red's mobile, as the simulator holds it (`+84 912 345 678`) and as a Vietnamese PBX
+/// sends it: nationally, read through the tenant's phone region.
+const SUSAN_MOBILE: (&str, &str) = ("0912345678", "+84912345678");
+
+/// The number the demo's callers dial: a Ho Chi Minh City line of the contact centre.
+const CONTACT_CENTRE_NUMBER: &str = "02838221000";
 
 pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = Signals::install();
@@ -54,9 +62,11 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let public_url = url::Url::parse(&base)?;
     let social =
         channel::configure_demo(app.state(), "demo", setup.connection, DEMO_SECRET, &public_url, &susan).await?;
+    let pbx = calls::configure_demo(app.state(), "demo", setup.connection, SUSAN_MOBILE).await?;
 
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
-    if let Some(token) = app.take_generated_admin_token() {
+    let admin_token = app.take_generated_admin_token();
+    if let Some(token) = &admin_token {
         println!();
         println!("Admin API token: {}", token.expose());
         println!("  curl -H 'Authorization: Bearer {}' {base}/admin/v1/tenants", token.expose());
@@ -82,6 +92,30 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!(
         "  More: CRMHUB_DATA_DIR={} CRMHUB_LISTEN={listen} {binary} sign --tenant demo --search NAME",
         data_dir.display()
+    );
+    println!();
+    println!(
+        "Call centre (a PBX posting call events), channel key `{}` (scope calls; a new one at every start):",
+        pbx.key_name
+    );
+    println!("  Ring Susan Red's mobile; the answer holds her screen pop:");
+    let call = json!({
+        "call_id": format!("demo-{}", app.state().store.clock().now_secs()),
+        "direction": "inbound",
+        "from": pbx.number,
+        "to": CONTACT_CENTRE_NUMBER,
+    });
+    // Written out so that `type` comes first, as a reader expects it (JSON objects print sorted).
+    let started = format!(r#"{{"type":"call.started","call":{call}}}"#);
+    println!(
+        "    curl {base}/t/demo/calls/events -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{started}'",
+        pbx.key
+    );
+    // The admin token is known only on the run that generated it (a fresh data directory).
+    let token = admin_token.as_ref().map_or("TOKEN", |t| t.expose());
+    println!(
+        "  A whole call, logged in the CRM: CRMHUB_CHANNEL_KEY={} CRMHUB_ADMIN_TOKEN={token} {binary} call simulate --url {base} --tenant demo --from {}",
+        pbx.key, pbx.number
     );
     println!();
     println!(

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub(crate) mod calls;
 pub(crate) mod channel;
 pub(crate) mod channel_keys;
 #[cfg(feature = "demo")]
@@ -78,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Template(command) => templates::run(&settings, command).await,
         Command::Jobs(command) => jobs::run(open_store(&settings).await?, command).await,
         Command::Channel(command) => channel::run(&settings, open_store(&settings).await?, command).await,
+        Command::Calls(command) => calls::run(&settings, command).await,
         Command::ChannelKey(command) => channel_keys::run(open_store(&settings).await?, command).await,
         Command::Sign(args) => channel::sign(&settings, open_store(&settings).await?, args).await,
         Command::Keys(command) => keys::run(&settings, command).await,

@@ -1,5 +1,6 @@
 //! The `crmhub` binary: help, configuration errors, the master key, the admin token.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -42,6 +43,11 @@ fn every_command_has_help() {
         &["tenant", "show"],
         &["tenant", "update"],
         &["tenant", "delete"],
+        &["calls"],
+        &["calls", "list"],
+        &["calls", "show"],
+        &["calls", "simulate"],
+        &["call", "simulate"],
         &["channel-key"],
         &["channel-key", "create"],
         &["channel-key", "list"],
@@ -238,6 +244,50 @@ pub struct Served {
     pub child: Child,
     pub base: String,
     pub log: std::path::PathBuf,
+}
+
+/// A running `crmhub demo` and what it printed up to "Press Ctrl-C"; stopped (SIGTERM, as
+/// Ctrl-C would) however the test ends.
+pub struct RunningDemo {
+    pub printed: Vec<String>,
+    child: Child,
+}
+
+impl RunningDemo {
+    /// The line that contains `label`.
+    pub fn line(&self, label: &str) -> &str {
+        self.printed.iter().find(|l| l.contains(label)).unwrap_or_else(|| panic!("{label}: {:?}", self.printed))
+    }
+}
+
+impl Drop for RunningDemo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `crmhub demo` on a free port with its data in `dir`, and reads what it prints.
+pub async fn start_demo(dir: &Path) -> RunningDemo {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = crmhub()
+        .args(["demo", "--listen", &listen, "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = RunningDemo { printed: Vec::new(), child };
+    let stdout = demo.child.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.contains("Press Ctrl-C"))
+            .collect::<Vec<_>>()
+    });
+    demo.printed = tokio::time::timeout(Duration::from_secs(60), printed).await.expect("the demo starts").unwrap();
+    demo
 }
 
 pub fn free_port() -> u16 {

@@ -24,6 +24,10 @@ pub struct CallCentre {
     pub clock: ManualClock,
     pub key: String,
     pub lan: String,
+    /// Lan's account, Lotus Trading.
+    pub account: String,
+    /// The Vtiger connection the channel is configured on.
+    pub connection: String,
 }
 
 impl CallCentre {
@@ -70,7 +74,7 @@ impl CallCentre {
             )
             .await;
         let key = key.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
-        Self { app, sim, clock, key, lan }
+        Self { app, sim, clock, key, lan, account, connection }
     }
 
     /// Posts a raw body to the events endpoint with `key`.
@@ -482,6 +486,22 @@ async fn sms_events_become_one_note_on_the_contact() {
     assert!(notes[0]["commentcontent"].starts_with("SMS sent to +84 912 345 678 by Mai"), "{notes:?}");
 }
 
+const LOOKUP_ONLY_TEMPLATE: &str = r#"
+name: lookup-only
+type: crm
+fields: [{ name: token, secret: true, required: true }]
+contact: { id: /id, name: /name }
+endpoints:
+  - name: by-phone
+    kind: get_data
+    trigger: contact.find_by_phone
+    url: "{{host}}/contacts"
+    parameters:
+      - { name: phone, kind: query, value: "{{input.phone}}" }
+      - { name: Authorization, kind: header, value: "Bearer {{credential.token}}" }
+    response: { records: /data }
+"#;
+
 #[tokio::test]
 async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     let centre = CallCentre::start().await;
@@ -491,5 +511,73 @@ async fn an_unconfigured_channel_and_a_connector_without_call_logs_are_clear() {
     let (code, message, _) = error_of(response).await;
     assert_eq!(code, "not_found");
     assert!(message.contains("not configured"), "{message}");
-    assert_eq!(centre.call_count().await, 0);
+
+    // A CRM that can find callers but not log calls or keep notes: refused at request time,
+    // never a job that could only die later.
+    centre.app.publish_template(LOOKUP_ONLY_TEMPLATE).await;
+    let body = json!({"name": "Lookup", "kind": "template:lookup-only", "host": "http://127.0.0.1:9",
+                      "credentials": {"token": "t0k3n-value"}});
+    let connection = centre.app.create_connection("acme", &body).await;
+    let channel = json!({"connection_id": connection});
+    let configured = centre.app.admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/calls", &channel).await;
+    assert_eq!(configured.status(), 200, "{}", configured.text().await.unwrap());
+    let answered = event("call.answered", json!({"call_id": "cannot-log"}));
+    let (code, message, _) = error_of(centre.post(&answered).await).await;
+    assert_eq!((code.as_str(), message.contains("call.log")), ("unsupported", true), "{message}");
+    let sms = json!({"type": "sms.received", "sms": {"message_id": "m", "from": "0912345678", "text": "hi"}});
+    let (code, message, _) = error_of(centre.post(&sms).await).await;
+    assert_eq!((code.as_str(), message.contains("note.create")), ("unsupported", true), "{message}");
+    assert_eq!(centre.call_count().await, 0, "nothing was stored");
+    let jobs: Value = centre.app.admin_get("/admin/v1/jobs").await.json().await.unwrap();
+    assert_eq!(jobs["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn a_crm_that_refuses_the_write_leaves_a_dead_letter_with_the_reason_that_can_be_redriven() {
+    let centre = CallCentre::start().await;
+    // The tenant's Vtiger administrator made a field of Events mandatory that crmhub does not
+    // fill: every call log is refused until they relent.
+    assert!(centre.sim.make_mandatory("Events", "location"));
+    for event in whole_call("refused", "0912345678") {
+        centre.accept(&event).await;
+    }
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (1, 0), "a refusal is not retried: {report:?}");
+    let view = centre.call_admin("refused").await;
+    assert_eq!(view["crm"]["up_to_date"], false);
+    assert_eq!(view["jobs"][0]["status"], "dead", "{view}");
+    let reason = view["jobs"][0]["last_error"].as_str().unwrap();
+    assert!(reason.contains("location does not have a value"), "{reason}");
+    assert!(centre.logs_of("refused").is_empty());
+
+    centre.sim.make_optional("Events", "location");
+    let redriven = centre.app.admin_send(Method::POST, "/admin/v1/tenants/acme/jobs/redrive", &json!({})).await;
+    assert_eq!(redriven.json::<Value>().await.unwrap()["redriven"], 1);
+    let report = centre.app.drain_jobs().await;
+    assert_eq!((report.dead, report.pending), (0, 0), "{report:?}");
+    let logs = centre.logs_of("refused");
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["eventstatus"], "Held");
+    assert_eq!(centre.call_admin("refused").await["crm"]["up_to_date"], true);
+}
+
+#[tokio::test]
+async fn a_pop_links_the_social_inbox_card_of_the_same_connection() {
+    let centre = CallCentre::start().await;
+    let without = centre.accept(&started("no-card", "0912345678")).await;
+    assert_eq!(without["call"]["screen_pop"]["contacts"][0]["card_url"], Value::Null, "no card secret, no URL");
+    let connection = centre.app.admin_get("/admin/v1/tenants/acme/channels/calls").await.json::<Value>().await.unwrap()
+        ["connection_id"]
+        .clone();
+    let inbox = json!({"connection_id": connection, "secret": "changeme!"});
+    let configured = centre.app.admin_send(Method::PUT, "/admin/v1/tenants/acme/channels/social-inbox", &inbox).await;
+    assert_eq!(configured.status(), 200);
+    let with = centre.accept(&started("card", "0912345678")).await;
+    let url = with["call"]["screen_pop"]["contacts"][0]["card_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/t/acme/social/iframe?id=") && url.contains("&sig="), "{url}");
+    // The URL starts with `server.public_url`, which tests leave at the listen address (port 0).
+    let path = &url[url.find("/t/").unwrap()..];
+    let card = centre.app.client.get(centre.app.url(path)).send().await.unwrap();
+    assert_eq!(card.status(), 200, "{url}");
+    assert!(card.text().await.unwrap().contains("Lan Nguyen"));
 }

@@ -15,6 +15,8 @@ mod admin_errors;
 mod admin_tenants;
 mod binary;
 mod calls;
+mod calls_demo;
+mod calls_requests;
 mod channel_keys;
 mod connection_test;
 mod echoed_secrets;

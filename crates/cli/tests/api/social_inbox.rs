@@ -2,8 +2,6 @@
 //! against the Vtiger simulator, the bad inputs of issue 4 (each with its exact status), the
 //! admin API, `crmhub sign` and `crmhub demo`.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ use crmhub_sim::vtiger::{Fault, VtigerSimHandle, VtigerSimOptions, spawn as spaw
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::binary::{crmhub, free_port};
+use crate::binary::{crmhub, start_demo};
 use crate::helpers::{TestApp, error_of, spawn};
 
 const KEY: &str = "sim-access-key-0001";
@@ -730,24 +728,8 @@ fn the_cli_configures_the_channel_and_signs_urls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_working_signed_urls() {
     let dir = tempfile::TempDir::new().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = crmhub()
-        .args(["demo", "--listen", &listen, "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = StopOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let printed = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take_while(|line| !line.contains("Press Ctrl-C"))
-            .collect::<Vec<_>>()
-    });
-    let printed = tokio::time::timeout(Duration::from_secs(60), printed).await.expect("the demo starts").unwrap();
+    let demo = start_demo(dir.path()).await;
+    let printed = &demo.printed;
     let url_after = |label: &str| {
         let at = printed.iter().position(|l| l.contains(label)).unwrap_or_else(|| panic!("{label}: {printed:?}"));
         printed[at + 1].trim().to_owned()
@@ -771,16 +753,6 @@ async fn the_demo_prints_working_signed_urls() {
     let signed = String::from_utf8_lossy(&signed.stdout);
     let url = signed.split_whitespace().find(|w| w.starts_with("http")).unwrap_or_else(|| panic!("{signed}"));
     assert_eq!(client.get(url).send().await.unwrap().status(), 200, "{url}");
-}
-
-/// Stops the demo (SIGTERM, as Ctrl-C would) however the test ends.
-struct StopOnDrop(std::process::Child);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -309,6 +309,20 @@ impl VtigerSim {
         state.store.edit_seed(crmid, &given, w)
     }
 
+    /// Makes `field` of `module` mandatory, as an administrator does in the Layout Editor:
+    /// `create`/`update`/`revise` without a value are refused with `MANDATORY_FIELDS_MISSING`
+    /// and `describe` reports it. Returns whether the module has such a field.
+    pub fn make_mandatory(&self, module: &str, field: &str) -> bool {
+        let Some(schema) = modules::by_name(module).filter(|s| s.field(field).is_some()) else { return false };
+        self.lock().store.made_mandatory.insert((schema.name, field.to_owned()));
+        true
+    }
+
+    /// Undoes [`make_mandatory`](Self::make_mandatory) (stock mandatory fields stay).
+    pub fn make_optional(&self, module: &str, field: &str) {
+        self.lock().store.made_mandatory.retain(|(m, f)| !(*m == module && f == field));
+    }
+
     /// Deletes a live record as a CRM user would. Returns whether it existed.
     pub fn delete_record(&self, id: &str) -> bool {
         let Some((_, crmid)) = records::parse_ws_id(id) else {

@@ -573,8 +573,10 @@ pub(crate) fn listtypes(field_types: Option<&[String]>) -> Out {
     ])
 }
 
-pub(crate) fn describe(schema: &Schema) -> Out {
-    let mut fields: Vec<Out> = schema.fields.iter().map(|f| describe_field(schema, f)).collect();
+/// `describe` of `schema`; `mandatory` says which fields must have a value (the stock ones and
+/// any an administrator added).
+pub(crate) fn describe(schema: &Schema, mandatory: impl Fn(&str) -> bool) -> Out {
+    let mut fields: Vec<Out> = schema.fields.iter().map(|f| describe_field(schema, f, mandatory(f.name))).collect();
     fields.push(Out::obj([
         ("name", Out::str("id")),
         ("label", Out::str(schema.id_label)),
@@ -600,7 +602,7 @@ pub(crate) fn describe(schema: &Schema) -> Out {
     ])
 }
 
-fn describe_field(schema: &Schema, field: &FieldDef) -> Out {
+fn describe_field(schema: &Schema, field: &FieldDef, mandatory: bool) -> Out {
     let mut ty = vec![("name".to_owned(), Out::str(field.ty.name()))];
     match field.ty {
         FieldType::Reference => {
@@ -622,7 +624,6 @@ fn describe_field(schema: &Schema, field: &FieldDef) -> Out {
         FieldType::Date => ty.push(("format".into(), Out::str("yyyy-mm-dd"))),
         _ => {}
     }
-    let mandatory = schema.is_mandatory(field.name);
     Out::obj([
         ("name", Out::str(field.name)),
         ("label", Out::str(field.label)),

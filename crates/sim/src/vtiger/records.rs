@@ -40,6 +40,9 @@ pub(crate) struct Store {
     records: BTreeMap<u64, StoredRecord>,
     /// Last generated number per numbering prefix (`CON`, `TT`, `ACC`).
     numbers: HashMap<&'static str, u64>,
+    /// Fields an administrator made mandatory (Settings → Layout Editor), per module, beyond
+    /// the stock ones.
+    pub(crate) made_mandatory: std::collections::BTreeSet<(&'static str, String)>,
 }
 
 /// `<prefix>x<crmid>`, both decimal. Anything else is malformed.
@@ -214,13 +217,19 @@ impl Store {
         if exists { format!("{prefix}x{id}") } else { String::new() }
     }
 
-    fn check_mandatory(schema: &Schema, values: &HashMap<String, String>) -> WsResult<()> {
-        for field in schema.mandatory {
-            if values.get(*field).is_none_or(|v| v.is_empty()) {
+    fn check_mandatory(&self, schema: &Schema, values: &HashMap<String, String>) -> WsResult<()> {
+        let custom = self.made_mandatory.iter().filter(|(module, _)| *module == schema.name).map(|(_, f)| f.as_str());
+        for field in schema.mandatory.iter().copied().chain(custom) {
+            if values.get(field).is_none_or(|v| v.is_empty()) {
                 return Err(error::mandatory_missing(field));
             }
         }
         Ok(())
+    }
+
+    /// Whether `field` of `schema` must have a value, stock or made so by an administrator.
+    pub(crate) fn is_mandatory(&self, schema: &Schema, field: &str) -> bool {
+        schema.is_mandatory(field) || self.made_mandatory.contains(&(schema.name, field.to_owned()))
     }
 
     /// Stores one client-supplied value the way its type is stored.
@@ -286,7 +295,7 @@ impl Store {
         let schema = element_type.and_then(modules::by_name).filter(|s| s.writable).ok_or_else(error::denied)?;
         let element = element_map(element);
         self.check_references(schema, &element, w)?;
-        Self::check_mandatory(schema, &element)?;
+        self.check_mandatory(schema, &element)?;
         let mut fields = self.build_fields(schema, &element, None, w.auth);
         self.stamp_created(schema, &mut fields, w, "WEBSERVICE");
         let crmid = self.next_crmid();
@@ -320,7 +329,7 @@ impl Store {
         let element = element_map(element);
         let (schema, crmid) = self.writable_target(element.get("id").map(String::as_str))?;
         self.check_references(schema, &element, w)?;
-        Self::check_mandatory(schema, &element)?;
+        self.check_mandatory(schema, &element)?;
         self.replace(schema, crmid, &element, w)
     }
 
@@ -331,7 +340,7 @@ impl Store {
         self.check_references(schema, &element, w)?;
         let mut merged = self.live_record(schema, crmid)?.fields.clone();
         merged.extend(element);
-        Self::check_mandatory(schema, &merged)?;
+        self.check_mandatory(schema, &merged)?;
         self.replace(schema, crmid, &merged, w)
     }
 

@@ -277,7 +277,9 @@ impl VtigerSim {
             }
             Op::Describe => {
                 let name = p("elementType").unwrap_or("");
-                modules::by_name(name).map(modules::describe).ok_or_else(|| error::denied_for_name(name))
+                modules::by_name(name)
+                    .map(|schema| modules::describe(schema, |field| state.store.is_mandatory(schema, field)))
+                    .ok_or_else(|| error::denied_for_name(name))
             }
             Op::Retrieve => state.store.retrieve(p("id"), &state.auth),
             Op::Create => state.store.create(p("elementType"), p("element"), writer),

@@ -5,6 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
+use crmhub_core::TenantId;
+use crmhub_store::Store;
 use crmhub_store::jobs::JobFilter;
 use crmhub_store::tenants::Tenant;
 use serde::Deserialize;
@@ -97,14 +99,20 @@ async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant(&state, &slug).await?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIST);
+    Ok(Json(list_calls(&state.store, tenant.id, query.since, query.limit).await?))
+}
+
+/// `{"calls": […]}`: calls changed at or after `since` (Unix milliseconds; default: the last
+/// 24 hours), newest first, at most `limit`. Shared with `crmhub calls list`.
+pub async fn list_calls(store: &Store, tenant: TenantId, since: Option<i64>, limit: Option<u32>) -> ApiResult<Value> {
+    let limit = limit.unwrap_or(DEFAULT_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIST}")));
     }
-    let since = query.since.unwrap_or_else(|| state.store.clock().now_millis() - 86_400_000);
-    let calls = state.store.calls(tenant.id).list(since, limit).await?;
+    let since = since.unwrap_or_else(|| store.clock().now_millis() - 86_400_000);
+    let calls = store.calls(tenant).list(since, limit).await?;
     let calls: Vec<Value> = calls.iter().map(|c| call_view(c, c.screen_pop.clone())).collect();
-    Ok(Json(json!({"calls": calls})))
+    Ok(json!({"calls": calls}))
 }
 
 /// One call with its events, in arrival order, and its log jobs still in the queue (pending,
@@ -115,18 +123,27 @@ async fn one(
     PathParams((slug, call_id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant(&state, &slug).await?;
-    let calls = state.store.calls(tenant.id);
-    let call = calls.get(&call_id).await?.ok_or_else(|| ApiError::NotFound("no such call".into()))?;
-    let events = calls.events(&call_id).await?;
+    show_call(&state.store, tenant.id, &call_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("no such call".into()))
+}
+
+/// The call as `GET …/calls/{call_id}` shows it, or `None` if the tenant has no such call.
+/// Shared with `crmhub calls show`.
+pub async fn show_call(store: &Store, tenant: TenantId, call_id: &str) -> ApiResult<Option<Value>> {
+    let calls = store.calls(tenant);
+    let Some(call) = calls.get(call_id).await? else { return Ok(None) };
+    let events = calls.events(call_id).await?;
     let filter = JobFilter {
-        tenant: Some(tenant.id),
+        tenant: Some(tenant),
         kind: Some(LOG_JOB.into()),
-        dedupe_key: Some(call_id.clone()),
+        dedupe_key: Some(call_id.to_owned()),
         ..JobFilter::default()
     };
-    let jobs = state.store.jobs().list(&filter).await?;
+    let jobs = store.jobs().list(&filter).await?;
     let mut view = call_view(&call, call.screen_pop.clone());
     view["events"] = json!(events);
     view["jobs"] = json!(jobs);
-    Ok(Json(view))
+    Ok(Some(view))
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod events;
 pub mod log_job;
+pub mod requests;
 pub mod screen_pop;
 pub mod settings;
 
@@ -34,7 +35,11 @@ pub const SMS_NOTE_JOB: &str = "sms.note";
 const JOB_PRIORITY: i32 = 10;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/t/{tenant}/calls/events", post(events::post_event))
+    Router::new()
+        .route("/t/{tenant}/calls/events", post(events::post_event))
+        .route("/t/{tenant}/calls/{call_id}/ticket", post(requests::create_ticket))
+        .route("/t/{tenant}/contacts", post(requests::create_contact))
+        .route("/t/{tenant}/sms", post(requests::send_sms))
 }
 
 pub fn admin_router() -> Router<AppState> {

@@ -110,6 +110,23 @@ async fn create_returns_the_full_contact_in_field_order() {
 }
 
 #[tokio::test]
+async fn a_field_an_administrator_made_mandatory_is_required_and_described() {
+    let api = Api::start().await;
+    let session = api.login().await;
+    assert!(api.sim.make_mandatory("Contacts", "department"));
+    assert!(!api.sim.make_mandatory("Contacts", "no_such_field"));
+    let v = api.create(&session, "Contacts", json!({"lastname": "Lee", "assigned_user_id": "19x1"})).await;
+    assert_eq!(err(&v), pair("MANDATORY_FIELDS_MISSING", "department does not have a value"));
+    assert!(api.sim.records("Contacts").is_empty(), "nothing was stored");
+    let d = api.get(&[("operation", "describe"), ("sessionName", &session), ("elementType", "Contacts")]).await;
+    let department = ok(&d)["fields"].as_array().unwrap().iter().find(|f| f["name"] == "department").cloned().unwrap();
+    assert_eq!((department["mandatory"].clone(), department["nullable"].clone()), (json!(true), json!(false)));
+    api.sim.make_optional("Contacts", "department");
+    let v = api.create(&session, "Contacts", json!({"lastname": "Lee", "assigned_user_id": "19x1"})).await;
+    assert_eq!(ok(&v)["lastname"], "Lee");
+}
+
+#[tokio::test]
 async fn missing_mandatory_fields_and_bad_json_are_mandatory_errors() {
     let api = Api::start().await;
     let session = api.login().await;
