@@ -1,6 +1,12 @@
 //! Rate budgets: token buckets per connection and per remote host, each with two lanes.
-//! Interactive calls (an agent waiting for a card) go ahead of background work (a backfill):
-//! while an interactive caller waits for a token, background callers do not take one.
+//!
+//! Interactive calls (an agent waiting for a card) reserve their token: the bucket may go into
+//! debt for them, each reservation is served in turn at the bucket's rate, and so the bucket
+//! knows up front how long a caller would wait ([`TokenBucket::reserve`]), which lets a caller
+//! that may not wait long be told to come back instead of queueing. Background work (a
+//! backfill) reserves nothing: it takes a token only when the bucket holds more than
+//! [`TokenBucket::interactive_reserve`] of them, so it never spends tokens an interactive
+//! caller reserved, and a backlog of jobs leaves the last quarter of the burst to agents.
 //!
 //! What holds where: the buckets here hold per process. On PostgreSQL (several instances of
 //! one installation) the HTTP client also takes every token from a bucket in the database
@@ -9,7 +15,7 @@
 //! there is one instance per database, and the in-process buckets are the whole budget.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crmhub_core::rate_budget::SharedRateBudget;
@@ -34,6 +40,13 @@ impl RateSpec {
     }
 }
 
+/// A caller would wait longer for a token than it may; `retry_after` is how long it would have
+/// waited, the earliest a retry can be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitTooLong {
+    pub retry_after: Duration,
+}
+
 #[derive(Debug)]
 pub struct TokenBucket {
     spec: RateSpec,
@@ -42,57 +55,111 @@ pub struct TokenBucket {
 
 #[derive(Debug)]
 struct BucketState {
+    /// Below zero while interactive reservations are outstanding.
     tokens: f64,
     refilled_at: Instant,
-    interactive_waiting: usize,
 }
 
 impl TokenBucket {
     pub fn new(spec: RateSpec) -> Self {
-        Self {
-            spec,
-            state: Mutex::new(BucketState {
-                tokens: f64::from(spec.burst),
-                refilled_at: Instant::now(),
-                interactive_waiting: 0,
-            }),
+        Self { spec, state: Mutex::new(BucketState { tokens: f64::from(spec.burst), refilled_at: Instant::now() }) }
+    }
+
+    /// Tokens background work leaves for interactive callers: a quarter of the burst (none for a
+    /// burst under 4, where background work would otherwise never get a token). Background
+    /// work still gets the whole sustained rate when nobody interactive is calling.
+    pub fn interactive_reserve(&self) -> f64 {
+        f64::from(self.spec.burst / 4)
+    }
+
+    /// The state refilled up to now.
+    fn refilled(&self) -> MutexGuard<'_, BucketState> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let elapsed = now.duration_since(state.refilled_at).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * self.spec.per_second).min(f64::from(self.spec.burst));
+        state.refilled_at = now;
+        state
+    }
+
+    /// How long until the bucket holds `level` tokens.
+    fn time_to(&self, tokens: f64, level: f64) -> Duration {
+        Duration::from_secs_f64(((level - tokens) / self.spec.per_second).max(0.0))
+    }
+
+    /// Reserves a token for an interactive caller if it can be had within `max_wait`: the
+    /// reservation says when it is ready ([`Reservation::wait`]); dropped unused, it gives
+    /// the token back. Refused, nothing is taken and the caller learns how long it would have
+    /// waited.
+    pub fn reserve(&self, max_wait: Duration) -> Result<Reservation<'_>, WaitTooLong> {
+        let mut state = self.refilled();
+        let wait = self.time_to(state.tokens, 1.0);
+        if wait > max_wait {
+            return Err(WaitTooLong { retry_after: wait });
         }
+        state.tokens -= 1.0;
+        Ok(Reservation { bucket: self, ready_at: state.refilled_at + wait, used: false })
     }
 
     /// Waits until a token is available for `lane` and takes it.
     pub async fn acquire(&self, lane: Lane) {
-        let mut waiting = None::<WaitingGuard<'_>>;
-        loop {
-            let wait = {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let elapsed = now.duration_since(state.refilled_at).as_secs_f64();
-                state.tokens = (state.tokens + elapsed * self.spec.per_second).min(f64::from(self.spec.burst));
-                state.refilled_at = now;
-                let others_first = lane == Lane::Background && state.interactive_waiting > 0;
-                if state.tokens >= 1.0 && !others_first {
-                    state.tokens -= 1.0;
-                    return; // `waiting` drops after the lock is released
+        match lane {
+            Lane::Interactive => {
+                if let Ok(reservation) = self.reserve(Duration::MAX) {
+                    reservation.wait().await;
                 }
-                if lane == Lane::Interactive && waiting.is_none() {
-                    state.interactive_waiting += 1;
-                    waiting = Some(WaitingGuard(self));
-                }
-                let deficit = (1.0 - state.tokens).max(0.0);
-                Duration::from_secs_f64(deficit / self.spec.per_second).max(Duration::from_millis(1))
-            };
-            tokio::time::sleep(wait).await;
+            }
+            Lane::Background => loop {
+                let wait = {
+                    let mut state = self.refilled();
+                    // Outstanding reservations hold the bucket below zero, so they are served
+                    // before any background call gets a token.
+                    let level = 1.0 + self.interactive_reserve();
+                    if state.tokens >= level {
+                        state.tokens -= 1.0;
+                        return;
+                    }
+                    self.time_to(state.tokens, level).max(Duration::from_millis(1))
+                };
+                tokio::time::sleep(wait).await;
+            },
         }
+    }
+
+    /// Whether a fresh bucket would behave the same: full again, so nothing is reserved either.
+    /// Such a bucket can be dropped without changing any budget.
+    fn is_at_rest(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = state.refilled_at.elapsed().as_secs_f64();
+        state.tokens + elapsed * self.spec.per_second >= f64::from(self.spec.burst)
     }
 }
 
-/// Withdraws an interactive waiter's claim however its wait ends (token taken or cancelled).
-struct WaitingGuard<'a>(&'a TokenBucket);
+/// An interactive caller's token, ready at a known time.
+#[derive(Debug)]
+#[must_use = "a reservation dropped unused gives its token back"]
+pub struct Reservation<'a> {
+    bucket: &'a TokenBucket,
+    ready_at: Instant,
+    used: bool,
+}
 
-impl Drop for WaitingGuard<'_> {
+impl Reservation<'_> {
+    /// Waits until the token is due, and spends it.
+    pub async fn wait(mut self) {
+        tokio::time::sleep_until(self.ready_at).await;
+        self.used = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    /// A caller that gave up (cancelled, or refused by another bucket) returns its token, so
+    /// the callers reserved after it are not held back by a call that never happens.
     fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.interactive_waiting = state.interactive_waiting.saturating_sub(1);
+        if !self.used {
+            let mut state = self.bucket.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.tokens = (state.tokens + 1.0).min(f64::from(self.bucket.spec.burst));
+        }
     }
 }
 
@@ -130,29 +197,56 @@ impl SharedLease {
         left == 0 || taken_at.is_none_or(|at| at.elapsed() > Duration::from_secs(60))
     }
 
-    /// Waits for a token of the shared bucket `key`. Should the shared store fail, the call
+    /// Waits for a token of the shared bucket `key`, giving up at `deadline` when there is one
+    /// (an interactive caller that may not wait longer). Should the shared store fail, the call
     /// goes ahead under the in-process bucket alone (logged): a database hiccup must not stop
     /// every outbound call.
-    pub async fn acquire(&self, shared: &dyn SharedRateBudget, key: &str, spec: RateSpec) {
+    pub async fn acquire(
+        &self,
+        shared: &dyn SharedRateBudget,
+        key: &str,
+        spec: RateSpec,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitTooLong> {
+        // Until the deadline, or forever; what a caller cut off by it is told to wait. The
+        // store's refill or answer did not come in time, so about a refill's wait.
+        let within = |deadline: Option<Instant>| async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cut_off = WaitTooLong { retry_after: Duration::from_secs(1) };
         loop {
             if self.spend() {
-                return;
+                return Ok(());
             }
-            let _refill = self.refill.lock().await;
+            let _refill = tokio::select! {
+                refill = self.refill.lock() => refill,
+                () = within(deadline) => return Err(cut_off),
+            };
             if self.spend() {
-                return;
+                return Ok(());
             }
-            match shared.take(key, spec.per_second, spec.burst, Self::size(spec)).await {
+            let taken = tokio::select! {
+                taken = shared.take(key, spec.per_second, spec.burst, Self::size(spec)) => taken,
+                () = within(deadline) => return Err(cut_off),
+            };
+            match taken {
                 Ok(grant) if grant.granted > 0 => {
                     *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = (grant.granted - 1, Some(Instant::now()));
-                    return;
+                    return Ok(());
                 }
                 Ok(grant) => {
-                    tokio::time::sleep(grant.retry_in.clamp(Duration::from_millis(1), Duration::from_secs(1))).await
+                    let wait = grant.retry_in.clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    if deadline.is_some_and(|at| Instant::now() + wait > at) {
+                        return Err(WaitTooLong { retry_after: grant.retry_in });
+                    }
+                    tokio::time::sleep(wait).await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, key, "shared rate budget unavailable; using this instance's only");
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -164,16 +258,6 @@ impl SharedLease {
 pub struct Budgets {
     buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
     leases: Mutex<HashMap<String, Arc<SharedLease>>>,
-}
-
-impl TokenBucket {
-    /// Whether a fresh bucket would behave the same: full again, and nobody waiting. Such a
-    /// bucket can be dropped without changing any budget.
-    fn is_at_rest(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = state.refilled_at.elapsed().as_secs_f64();
-        state.interactive_waiting == 0 && state.tokens + elapsed * self.spec.per_second >= f64::from(self.spec.burst)
-    }
 }
 
 /// Buckets by key (a connection, a host, a CRM account), created on first use. Keys come from
@@ -240,14 +324,91 @@ mod tests {
         let bucket = TokenBucket::new(RateSpec::new(10.0, 5));
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
-            bucket.acquire(Lane::Background).await;
+            bucket.acquire(Lane::Interactive).await;
         }
         assert!(start.elapsed() < Duration::from_millis(5), "burst is immediate");
         for _ in 0..10 {
-            bucket.acquire(Lane::Background).await;
+            bucket.acquire(Lane::Interactive).await;
         }
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(950) && elapsed <= Duration::from_millis(1100), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_tells_the_wait_up_front_and_keeps_it() {
+        let bucket = TokenBucket::new(RateSpec::new(10.0, 2));
+        let start = Instant::now();
+        bucket.reserve(Duration::ZERO).unwrap().wait().await;
+        bucket.reserve(Duration::ZERO).unwrap().wait().await;
+        // Empty: the next token is 100 ms away, the one after it 200 ms.
+        assert_eq!(
+            bucket.reserve(Duration::from_millis(99)).unwrap_err(),
+            WaitTooLong { retry_after: Duration::from_millis(100) }
+        );
+        let first = bucket.reserve(Duration::from_millis(100)).unwrap();
+        let second = bucket.reserve(Duration::from_millis(200)).unwrap();
+        assert!(bucket.reserve(Duration::from_millis(299)).unwrap_err().retry_after >= Duration::from_millis(299));
+        first.wait().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        second.wait().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_given_up_returns_its_token() {
+        let bucket = TokenBucket::new(RateSpec::new(1.0, 1));
+        let held = bucket.reserve(Duration::ZERO).unwrap();
+        assert!(bucket.reserve(Duration::from_millis(500)).is_err(), "the only token is reserved");
+        drop(held);
+        let start = Instant::now();
+        bucket.reserve(Duration::ZERO).expect("given back").wait().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    /// Jobs that want far more than the budget: `jobs` tasks taking background tokens in a loop.
+    fn background_backlog(bucket: &Arc<TokenBucket>, jobs: usize) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..jobs)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move {
+                    loop {
+                        bucket.acquire(Lane::Background).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_background_backlog_leaves_interactive_calls_their_reserve() {
+        let bucket = Arc::new(TokenBucket::new(RateSpec::new(25.0, 50)));
+        let jobs = background_backlog(&bucket, 100);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The jobs spent everything they may: the burst less the interactive reserve, then the
+        // sustained rate. A burst of agents' searches still goes through at once.
+        for _ in 0..12 {
+            bucket.reserve(Duration::ZERO).expect("the reserve is untouched by jobs").wait().await;
+        }
+        // Past the reserve, an agent waits for one refill, not behind the jobs' backlog.
+        let start = Instant::now();
+        bucket.reserve(Duration::from_millis(100)).expect("next in line").wait().await;
+        assert!(start.elapsed() <= Duration::from_millis(40), "{:?}", start.elapsed());
+        jobs.iter().for_each(|job| job.abort());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_reserve_background_work_still_cannot_queue_ahead_of_interactive() {
+        // A burst of 1 reserves nothing: the jobs take every token that refills, but an agent's
+        // reservation is served at the next refill, before any of the waiting jobs.
+        let bucket = Arc::new(TokenBucket::new(RateSpec::new(2.0, 1)));
+        let jobs = background_backlog(&bucket, 50);
+        tokio::time::sleep(Duration::from_millis(2_250)).await;
+        let start = Instant::now();
+        for _ in 0..3 {
+            bucket.reserve(Duration::from_millis(500)).expect("within one refill").wait().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(1_250), "three refills at 2/s from a quarter in");
+        jobs.iter().for_each(|job| job.abort());
     }
 
     #[tokio::test(start_paused = true)]

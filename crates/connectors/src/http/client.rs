@@ -13,7 +13,7 @@ use url::Url;
 
 use super::OutboundPolicy;
 use super::address::{AddressPolicy, AddressRefused, PolicyResolver};
-use super::budget::{Budgets, Lane, RateSpec};
+use super::budget::{Budgets, Lane, RateSpec, WaitTooLong};
 use super::metrics::OutboundMetrics;
 use super::redact::Redactor;
 use crmhub_core::rate_budget::SharedRateBudget;
@@ -338,6 +338,12 @@ impl HttpClient {
         loop {
             attempt += 1;
             let can_retry = attempt <= self.policy.max_retries && request.retry != RetryMode::Never;
+            // Someone waiting for an interactive call is told to come back rather than kept
+            // waiting out a long `Retry-After`.
+            let max_wait = match ctx.lane {
+                Lane::Interactive => self.policy.retry_after_max_wait.min(self.policy.interactive_max_wait),
+                Lane::Background => self.policy.retry_after_max_wait,
+            };
             let result = self.follow_redirects(ctx, &request, &redactor).await;
             let wait = match &result {
                 Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS => {
@@ -345,14 +351,14 @@ impl HttpClient {
                     // safe whatever the method.
                     let retry_after = retry_after(&resp.headers);
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    if !can_retry || wait > self.policy.retry_after_max_wait {
+                    if !can_retry || wait > max_wait {
                         return Err(OutboundError::RateLimited { retry_after });
                     }
                     wait
                 }
                 Ok(resp) if can_retry && request.retry_after_sending() && matches!(resp.status.as_u16(), 502..=504) => {
                     match retry_after(&resp.headers) {
-                        Some(wait) if wait > self.policy.retry_after_max_wait => return result,
+                        Some(wait) if wait > max_wait => return result,
                         Some(wait) => wait,
                         None => self.backoff(attempt),
                     }
@@ -435,33 +441,58 @@ impl HttpClient {
         Ok(())
     }
 
-    /// Waits for the connection's and the host's budgets, at most the request timeout: a caller
-    /// throttled longer than that is told so (rate limited) instead of hanging.
+    /// Waits for the connection's and the host's budgets. An interactive call waits at most
+    /// `interactive_max_wait`, and is refused at once when the buckets tell it would wait
+    /// longer; background work waits at most the request timeout. Either is told it is rate
+    /// limited instead of hanging.
     async fn take_budget(&self, ctx: &CallContext, url: &Url) -> Result<(), OutboundError> {
-        let wait = async {
-            let own = match (&ctx.budget_key, ctx.owner) {
-                (Some(key), _) => Some(format!("account:{key}")),
-                (None, Some((_, connection))) => Some(format!("connection:{connection}")),
-                (None, None) => None,
-            };
-            if let Some(key) = own {
-                self.spend(&key, ctx.rate.unwrap_or(self.policy.per_connection), ctx.lane).await;
-            }
-            let host = url.host_str().unwrap_or_default();
-            self.spend(&format!("host:{host}"), self.policy.per_host, ctx.lane).await;
+        let own = match (&ctx.budget_key, ctx.owner) {
+            (Some(key), _) => Some(format!("account:{key}")),
+            (None, Some((_, connection))) => Some(format!("connection:{connection}")),
+            (None, None) => None,
         };
-        tokio::time::timeout(self.policy.request_timeout, wait)
-            .await
-            .map_err(|_| OutboundError::RateLimited { retry_after: None })
+        let own = own.map(|key| (key, ctx.rate.unwrap_or(self.policy.per_connection)));
+        let host = (format!("host:{}", url.host_str().unwrap_or_default()), self.policy.per_host);
+        let budgets: Vec<(String, RateSpec)> = own.into_iter().chain([host]).collect();
+        match ctx.lane {
+            Lane::Interactive => self
+                .spend_interactive(&budgets)
+                .await
+                .map_err(|too_long| OutboundError::RateLimited { retry_after: Some(too_long.retry_after) }),
+            Lane::Background => {
+                let wait = async {
+                    for (key, spec) in &budgets {
+                        self.budgets.bucket(key, *spec).acquire(Lane::Background).await;
+                        if let Some(shared) = &self.shared_budget {
+                            // Without a deadline the lease waits; it cannot be cut off.
+                            let _ = self.budgets.lease(key).acquire(shared.as_ref(), key, *spec, None).await;
+                        }
+                    }
+                };
+                tokio::time::timeout(self.policy.request_timeout, wait)
+                    .await
+                    .map_err(|_| OutboundError::RateLimited { retry_after: None })
+            }
+        }
     }
 
-    /// One token of budget `key`: this process's bucket (which also orders the lanes), then the
-    /// shared one where there is one.
-    async fn spend(&self, key: &str, spec: RateSpec, lane: Lane) {
-        self.budgets.bucket(key, spec).acquire(lane).await;
-        if let Some(shared) = &self.shared_budget {
-            self.budgets.lease(key).acquire(shared.as_ref(), key, spec).await;
+    /// One token of each budget within `interactive_max_wait`: this process's buckets are
+    /// reserved together (so the wait is the longest of theirs, not the sum, and a refusal by
+    /// one gives the others' tokens back), then the shared ones within what is left.
+    async fn spend_interactive(&self, budgets: &[(String, RateSpec)]) -> Result<(), WaitTooLong> {
+        let bound = self.policy.interactive_max_wait;
+        let deadline = tokio::time::Instant::now() + bound;
+        let buckets: Vec<_> = budgets.iter().map(|(key, spec)| self.budgets.bucket(key, *spec)).collect();
+        let reservations = buckets.iter().map(|bucket| bucket.reserve(bound)).collect::<Result<Vec<_>, _>>()?;
+        for reservation in reservations {
+            reservation.wait().await;
         }
+        if let Some(shared) = &self.shared_budget {
+            for (key, spec) in budgets {
+                self.budgets.lease(key).acquire(shared.as_ref(), key, *spec, Some(deadline)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// One HTTP exchange, measured and logged.

@@ -12,7 +12,7 @@ mod tests;
 use std::time::Duration;
 
 pub use address::{AddressPolicy, AddressRefused};
-pub use budget::{Lane, RateSpec};
+pub use budget::{Lane, RateSpec, Reservation, TokenBucket, WaitTooLong};
 pub use client::{
     CallContext, HttpClient, KnownSecrets, OutboundError, OutboundRequest, OutboundResponse, RequestBody, RetryMode,
 };
@@ -36,6 +36,10 @@ pub struct OutboundPolicy {
     /// A `Retry-After` up to this long is waited out in place; a longer one is returned to the
     /// caller (a job then reschedules itself instead of holding a worker).
     pub retry_after_max_wait: Duration,
+    /// The longest an interactive call waits for rate budget (or for a `Retry-After`) before it
+    /// is refused as rate limited: someone is waiting for the answer, and being told at once to
+    /// come back beats queueing until the request times out.
+    pub interactive_max_wait: Duration,
     pub per_host: RateSpec,
     pub per_connection: RateSpec,
     /// How much of each request and response body the request log keeps.
@@ -52,6 +56,7 @@ impl Default for OutboundPolicy {
             allow_private: Vec::new(),
             max_retries: 2,
             retry_after_max_wait: Duration::from_secs(10),
+            interactive_max_wait: Duration::from_secs(1),
             per_host: RateSpec::new(50.0, 100),
             per_connection: RateSpec::new(25.0, 50),
             log_body_bytes: 2048,

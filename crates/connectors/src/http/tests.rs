@@ -341,3 +341,97 @@ async fn a_shared_budget_is_asked_in_leases_not_per_call() {
     // default 50/s) leases 5: 4 asks. Not 40.
     assert_eq!(shared.asks.load(Ordering::SeqCst), 2 + 4, "{shared:?}");
 }
+
+/// A connection whose budget is 2 requests per second, burst 1, in `lane`.
+fn slow_connection(lane: Lane, connection: ConnectionId) -> CallContext {
+    let mut ctx = CallContext::new("test", lane).for_connection(TenantId::new(), connection);
+    ctx.rate = Some(RateSpec::new(2.0, 1));
+    ctx
+}
+
+#[tokio::test]
+async fn an_interactive_call_that_would_wait_too_long_is_refused_at_once() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let policy = OutboundPolicy { interactive_max_wait: Duration::from_millis(200), ..loopback_allowed() };
+    let (client, _) = client(policy);
+    let ctx = slow_connection(Lane::Interactive, ConnectionId::new());
+    client.send(&ctx, OutboundRequest::get(url(&base))).await.unwrap();
+    // The next token is 500 ms away, past the 200 ms bound: told so without waiting.
+    let started = std::time::Instant::now();
+    let err = client.send(&ctx, OutboundRequest::get(url(&base))).await.unwrap_err();
+    let waited = started.elapsed();
+    let OutboundError::RateLimited { retry_after: Some(retry_after) } = err else { panic!("{err:?}") };
+    assert!(waited < Duration::from_millis(50), "refused after {waited:?}");
+    assert!(retry_after > Duration::from_millis(400) && retry_after <= Duration::from_millis(500), "{retry_after:?}");
+    // Within the bound, it waits its turn.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let started = std::time::Instant::now();
+    client.send(&ctx, OutboundRequest::get(url(&base))).await.unwrap();
+    assert!(started.elapsed() <= Duration::from_millis(250), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn background_jobs_saturating_a_budget_do_not_hold_up_an_interactive_call() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let (client, _) = client(loopback_allowed());
+    let connection = ConnectionId::new();
+    let jobs: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, ctx, target) = (client.clone(), slow_connection(Lane::Background, connection), url(&base));
+            tokio::spawn(async move {
+                loop {
+                    let _ = client.send(&ctx, OutboundRequest::get(target.clone())).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ctx = slow_connection(Lane::Interactive, connection);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        client.send(&ctx, OutboundRequest::get(url(&base))).await.expect("within the bound");
+        // One refill at 2/s at most, never the 20 jobs' backlog (10 s).
+        assert!(started.elapsed() <= Duration::from_millis(550), "{:?}", started.elapsed());
+    }
+    jobs.iter().for_each(|job| job.abort());
+}
+
+/// A shared budget that is always spent: the next token is `retry_in` away.
+#[derive(Debug)]
+struct SpentBudget {
+    retry_in: Duration,
+}
+
+#[async_trait::async_trait]
+impl crmhub_core::rate_budget::SharedRateBudget for SpentBudget {
+    async fn take(
+        &self,
+        _key: &str,
+        _per_second: f64,
+        _burst: u32,
+        _want: u32,
+    ) -> Result<crmhub_core::rate_budget::BudgetGrant, crmhub_core::rate_budget::RateBudgetError> {
+        Ok(crmhub_core::rate_budget::BudgetGrant { granted: 0, retry_in: self.retry_in })
+    }
+}
+
+#[tokio::test]
+async fn a_spent_shared_budget_refuses_interactive_calls_within_the_bound() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let policy = OutboundPolicy { interactive_max_wait: Duration::from_millis(300), ..loopback_allowed() };
+    let (client, _) = client(policy);
+    let client = client.with_shared_budget(Arc::new(SpentBudget { retry_in: Duration::from_secs(4) }));
+    let started = std::time::Instant::now();
+    let err = client.send(&ctx(), OutboundRequest::get(url(&base))).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert_eq!(err, OutboundError::RateLimited { retry_after: Some(Duration::from_secs(4)) });
+
+    // Other instances spent it for 200 ms: within the bound, the call waits and goes ahead…
+    // of a budget that is then still spent, so it is cut off at the bound, not later.
+    let client = client.with_shared_budget(Arc::new(SpentBudget { retry_in: Duration::from_millis(200) }));
+    let started = std::time::Instant::now();
+    let err = client.send(&ctx(), OutboundRequest::get(url(&base))).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_millis(400), "{waited:?}");
+    assert!(matches!(err, OutboundError::RateLimited { .. }), "{err:?}");
+}
