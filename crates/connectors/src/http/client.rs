@@ -1,5 +1,6 @@
 //! The HTTP client every connector uses.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -114,6 +115,47 @@ impl KnownSecrets {
         let redactor = self.redactor();
         error.map_text(|text| redactor.text(text))
     }
+}
+
+tokio::task_local! {
+    static REQUEST_BUDGET: RequestBudget;
+}
+
+/// What one interactive request has waited for rate budget so far, over all its calls.
+struct RequestBudget {
+    waited: Cell<Duration>,
+    calls: Cell<u32>,
+}
+
+impl RequestBudget {
+    /// How long the next interactive call may wait for budget, of `bound` in all. A request's
+    /// first call may wait only half of it: a search is several calls, and one let in at the
+    /// back of a full queue would wait out the bound and then be refused its next call, having
+    /// spent budget for nothing. The other half is left for the calls that follow. Outside an
+    /// [`interactive_request`], each call may wait `bound`.
+    fn allowance(bound: Duration) -> Duration {
+        REQUEST_BUDGET
+            .try_with(|request| {
+                let left = bound.saturating_sub(request.waited.get());
+                if request.calls.get() == 0 { left.min(bound / 2) } else { left }
+            })
+            .unwrap_or(bound)
+    }
+
+    fn spent(waited: Duration) {
+        let _outside_a_request = REQUEST_BUDGET.try_with(|request| {
+            request.waited.set(request.waited.get() + waited);
+            request.calls.set(request.calls.get() + 1);
+        });
+    }
+}
+
+/// Runs `request` (one request someone is waiting for, such as a social-inbox search) so that
+/// all its interactive calls together wait at most `interactive_max_wait` for rate budget,
+/// rather than each of them.
+pub async fn interactive_request<F: std::future::Future>(request: F) -> F::Output {
+    let budget = RequestBudget { waited: Cell::new(Duration::ZERO), calls: Cell::new(0) };
+    REQUEST_BUDGET.scope(budget, request).await
 }
 
 /// When a failed exchange may be tried again.
@@ -476,14 +518,16 @@ impl HttpClient {
         }
     }
 
-    /// One token of each budget within `interactive_max_wait`: this process's buckets are
-    /// reserved together (so the wait is the longest of theirs, not the sum, and a refusal by
-    /// one gives the others' tokens back), then the shared ones within what is left.
+    /// One token of each budget within what the interactive request may still wait (see
+    /// [`interactive_request`]): this process's buckets are reserved together (so the wait is
+    /// the longest of theirs, not the sum, and a refusal by one gives the others' tokens back),
+    /// then the shared ones within what is left.
     async fn spend_interactive(&self, budgets: &[(String, RateSpec)]) -> Result<(), WaitTooLong> {
-        let bound = self.policy.interactive_max_wait;
-        let deadline = tokio::time::Instant::now() + bound;
+        let started = tokio::time::Instant::now();
+        let allowance = RequestBudget::allowance(self.policy.interactive_max_wait);
+        let deadline = started + allowance;
         let buckets: Vec<_> = budgets.iter().map(|(key, spec)| self.budgets.bucket(key, *spec)).collect();
-        let reservations = buckets.iter().map(|bucket| bucket.reserve(bound)).collect::<Result<Vec<_>, _>>()?;
+        let reservations = buckets.iter().map(|bucket| bucket.reserve(allowance)).collect::<Result<Vec<_>, _>>()?;
         for reservation in reservations {
             reservation.wait().await;
         }
@@ -492,6 +536,7 @@ impl HttpClient {
                 self.budgets.lease(key).acquire(shared.as_ref(), key, *spec, Some(deadline)).await?;
             }
         }
+        RequestBudget::spent(started.elapsed());
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub use address::{AddressPolicy, AddressRefused};
 pub use budget::{Lane, RateSpec, Reservation, TokenBucket, WaitTooLong};
 pub use client::{
     CallContext, HttpClient, KnownSecrets, OutboundError, OutboundRequest, OutboundResponse, RequestBody, RetryMode,
+    interactive_request,
 };
 pub use metrics::OutboundMetrics;
 pub use redact::{Redactor, is_sensitive_name};
@@ -38,7 +39,8 @@ pub struct OutboundPolicy {
     pub retry_after_max_wait: Duration,
     /// The longest an interactive call waits for rate budget (or for a `Retry-After`) before it
     /// is refused as rate limited: someone is waiting for the answer, and being told at once to
-    /// come back beats queueing until the request times out.
+    /// come back beats queueing until the request times out. Within an [`interactive_request`]
+    /// the bound holds for all the request's calls together.
     pub interactive_max_wait: Duration,
     pub per_host: RateSpec,
     pub per_connection: RateSpec,

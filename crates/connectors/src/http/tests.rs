@@ -435,3 +435,36 @@ async fn a_spent_shared_budget_refuses_interactive_calls_within_the_bound() {
     assert!(waited >= Duration::from_millis(150) && waited < Duration::from_millis(400), "{waited:?}");
     assert!(matches!(err, OutboundError::RateLimited { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_calls_of_one_interactive_request_share_one_bound() {
+    let base = serve(Router::new().route("/", get(|| async { "ok" }))).await;
+    let policy = OutboundPolicy { interactive_max_wait: Duration::from_millis(800), ..loopback_allowed() };
+    let (client, _) = client(policy);
+    let send = |ctx: CallContext| {
+        let (client, target) = (client.clone(), url(&base));
+        async move { client.send(&ctx, OutboundRequest::get(target)).await }
+    };
+    let started = std::time::Instant::now();
+    let ctx = slow_connection(Lane::Interactive, ConnectionId::new());
+    let (first, second, third) = interactive_request(async {
+        let first = send(ctx.clone()).await;
+        let second = send(ctx.clone()).await;
+        // 500 ms of the 800 are spent; the next token is 500 ms away again.
+        (first, second, send(ctx.clone()).await)
+    })
+    .await;
+    first.unwrap();
+    second.expect("after the first call, the rest of the bound");
+    assert!(matches!(third, Err(OutboundError::RateLimited { .. })), "{third:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(700), "{elapsed:?}");
+
+    // Outside a request each call has the whole bound; inside one, its first call only half
+    // of it, so that the calls after it can still be served.
+    let ctx = slow_connection(Lane::Interactive, ConnectionId::new());
+    send(ctx.clone()).await.unwrap();
+    let admitted = interactive_request(send(ctx.clone())).await;
+    assert!(matches!(admitted, Err(OutboundError::RateLimited { .. })), "{admitted:?}");
+    send(ctx).await.expect("500 ms is within 800");
+}
