@@ -146,6 +146,7 @@ pub struct OutboundSettings {
     pub allow_private: Vec<String>,
     pub max_retries: u32,
     pub retry_after_max_wait_secs: u64,
+    pub interactive_max_wait_ms: u64,
     pub per_host_rps: f64,
     pub per_host_burst: u32,
     pub per_connection_rps: f64,
@@ -214,6 +215,16 @@ impl Settings {
         let server = &self.server;
         if !(100..=60_000).contains(&server.social_inbox_timeout_ms) {
             return Err(invalid("server.social_inbox_timeout_ms", "must be between 100 and 60000"));
+        }
+        if self.outbound.interactive_max_wait_ms >= server.social_inbox_timeout_ms {
+            return Err(invalid(
+                "outbound.interactive_max_wait_ms",
+                format!(
+                    "must be shorter than server.social_inbox_timeout_ms ({}), or a search waiting for budget times \
+                     out instead of being told to come back",
+                    server.social_inbox_timeout_ms
+                ),
+            ));
         }
         if !(100..=3_600_000).contains(&server.admin_timeout_ms) {
             return Err(invalid("server.admin_timeout_ms", "must be between 100 and 3600000"));
@@ -327,6 +338,14 @@ impl Settings {
         if o.per_host_rps <= 0.0 || o.per_connection_rps <= 0.0 {
             return Err(invalid("outbound.per_host_rps", "rates must be positive"));
         }
+        // Someone is waiting for an interactive answer: the bound must leave time for the call
+        // itself within the request timeout.
+        if o.interactive_max_wait_ms >= o.request_timeout_ms {
+            return Err(invalid(
+                "outbound.interactive_max_wait_ms",
+                format!("must be shorter than outbound.request_timeout_ms ({})", o.request_timeout_ms),
+            ));
+        }
         if o.max_response_bytes < 1024 {
             return Err(invalid("outbound.max_response_bytes", "must be at least 1024"));
         }
@@ -338,6 +357,7 @@ impl Settings {
             allow_private,
             max_retries: o.max_retries,
             retry_after_max_wait: Duration::from_secs(o.retry_after_max_wait_secs),
+            interactive_max_wait: Duration::from_millis(o.interactive_max_wait_ms),
             per_host: RateSpec::new(o.per_host_rps, o.per_host_burst),
             per_connection: RateSpec::new(o.per_connection_rps, o.per_connection_burst),
             log_body_bytes: self.request_log.body_preview_bytes,
@@ -511,6 +531,12 @@ mod tests {
         assert!(err.contains("vault.master_key"), "{err}");
         let err = load(None, &[("CRMHUB_ROLE", "everything")]).unwrap_err().to_string();
         assert!(err.contains("server.role"), "{err}");
+        for (key, value) in
+            [("CRMHUB_OUTBOUND__INTERACTIVE_MAX_WAIT_MS", "8000"), ("CRMHUB_OUTBOUND__REQUEST_TIMEOUT_MS", "900")]
+        {
+            let err = load(None, &[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains("outbound.interactive_max_wait_ms"), "{key}: {err}");
+        }
         for (key, value) in [("CRMHUB_SERVER__SOCIAL_INBOX_TIMEOUT_MS", "0"), ("CRMHUB_SERVER__ADMIN_TIMEOUT_MS", "99")]
         {
             let err = load(None, &[(key, value)]).unwrap_err().to_string();

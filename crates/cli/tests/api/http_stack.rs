@@ -228,7 +228,14 @@ fn signed(app: &TestApp, endpoint: &str, params: &[(&str, &str)]) -> String {
 async fn a_slow_crm_makes_the_social_inbox_answer_504_in_time() {
     let sim = spawn_vtiger(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
     let susan = sim.insert_record("Contacts", [("firstname", "Susan"), ("lastname", "Red")]);
-    let app = spawn().configure(|s| s.server.social_inbox_timeout_ms = 300).start().await;
+    let app = spawn()
+        .configure(|s| {
+            s.server.social_inbox_timeout_ms = 300;
+            // It must stay under the route's limit (checked at start).
+            s.outbound.interactive_max_wait_ms = 100;
+        })
+        .start()
+        .await;
     app.create_tenant("acme").await;
     let connection = vtiger_connection(&app, &sim.base_url()).await;
     let body = json!({"connection_id": connection, "secret": SECRET});
