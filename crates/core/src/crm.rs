@@ -186,7 +186,7 @@ pub struct ContactCard {
 }
 
 /// How much of a card to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CardOptions {
     pub max_activities: usize,
 }

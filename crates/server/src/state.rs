@@ -11,7 +11,7 @@ use crmhub_store::Store;
 use tokio::sync::Notify;
 
 use crate::channels::calls::screen_pop::ScreenPops;
-use crate::channels::social_inbox::ChannelCache;
+use crate::channels::social_inbox::{ChannelCache, Lookups};
 use crate::config::Settings;
 use crate::crm_access::CrmRegistry;
 use crate::metrics::Metrics;
@@ -31,6 +31,9 @@ pub struct AppState {
     pub templates: TemplateRegistry,
     /// Social-inbox channels looked up recently, per tenant slug.
     pub social_inbox: ChannelCache,
+    /// Social-inbox searches and cards shared between concurrent (and, for searches, recent)
+    /// requests.
+    pub social_lookups: Lookups,
     /// Screen-pop lookups shared between concurrent and recent calls.
     pub screen_pops: ScreenPops,
     pub metrics: Arc<Metrics>,
@@ -66,6 +69,7 @@ impl AppState {
             crms: CrmRegistry::new(templates.clone(), policy),
             templates,
             social_inbox: ChannelCache::default(),
+            social_lookups: Lookups::default(),
             screen_pops: ScreenPops::default(),
             metrics,
             jobs_wake: Arc::new(Notify::new()),

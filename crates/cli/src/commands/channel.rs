@@ -80,6 +80,10 @@ pub struct SetArgs {
     /// Most search results [default: 20].
     #[arg(long)]
     result_limit: Option<u32>,
+    /// Seconds a search's results are reused for the same term; a contact renamed or added in
+    /// the CRM meanwhile is not seen [default: 0, ask the CRM every time; at most 300].
+    #[arg(long)]
+    search_cache_secs: Option<u32>,
     /// An origin allowed to frame the card, e.g. https://app.example.com (repeatable)
     /// [default: https://app.socialsignin.net].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
@@ -108,6 +112,7 @@ impl From<SetArgs> for ChannelInput {
             skew_secs: args.skew_secs,
             max_ttl_secs: args.max_ttl_secs,
             result_limit: args.result_limit,
+            search_cache_secs: args.search_cache_secs,
             allowed_origins: Some(args.allowed_origins),
             card: Some(CardSettings {
                 max_activities: args.max_activities.unwrap_or(defaults.max_activities),

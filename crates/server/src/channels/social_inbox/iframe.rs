@@ -1,6 +1,8 @@
 //! `GET /t/{tenant}/social/iframe?id=…`: the contact card, as HTML for the platform's iframe
 //! (contract §5): 400 with an empty body for a missing id, 404 for an unknown one.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -21,10 +23,15 @@ pub async fn iframe(State(state): State<AppState>, signed: Signed<ForIframe>) ->
     let channel = &signed.channel;
     let settings = &channel.settings;
     let options = CardOptions { max_activities: settings.card.max_activities as usize };
-    let card = match channel.crm(&state).await {
-        Ok(crm) => crm.contact_card(id, &options).await,
-        Err(e) => Err(e),
-    };
+    let key = (channel.tenant.id, settings.connection_id, id.to_owned(), options.clone());
+    // Shared while in flight only (no reuse afterwards); rendered per caller, with its message.
+    let card = state
+        .social_lookups
+        .cards
+        .get(key, Duration::ZERO, state.store.clock().as_ref(), || async {
+            channel.crm(&state).await?.contact_card(id, &options).await
+        })
+        .await;
     let csp = card_csp(&settings.allowed_origins);
     match card {
         Ok(card) => html(StatusCode::OK, render(&card, signed.request.metadata(), &settings.card), csp),

@@ -6,12 +6,14 @@
 //! * [`verification`]: the `Signed<E>` extractor (signature, expiry, unknown tenants).
 //! * [`lookup`]: the tenant's channel (settings, secrets, connection), briefly cached.
 //! * [`search`] and [`iframe`]: the two endpoints; [`card`] renders the card with [`html`].
+//! * [`flights`]: concurrent identical lookups share one CRM call; searches may be cached.
 //! * [`respond`]: responses and their security headers; [`failure`]: CRM errors.
 //! * [`settings`], [`admin`] and [`links`]: configuration, its admin API, and URLs.
 
 mod admin;
 mod card;
 mod failure;
+mod flights;
 mod html;
 mod iframe;
 pub mod links;
@@ -28,6 +30,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 
+pub use flights::Lookups;
 pub use lookup::ChannelCache;
 
 use crate::middleware::{RouteTimeout, timeout};

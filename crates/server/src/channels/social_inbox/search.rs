@@ -42,12 +42,17 @@ pub async fn search(State(state): State<AppState>, signed: Signed<ForSearch>) ->
     };
     let channel = &signed.channel;
     let limit = channel.settings.result_limit as usize;
-    let found = match channel.crm(&state).await {
-        Ok(crm) => crm.search_contacts(term, limit).await,
-        Err(e) => Err(e),
-    };
+    let key = (channel.tenant.id, channel.settings.connection_id, term.to_owned(), limit);
+    let ttl = channel.settings.search_cache_ttl();
+    let found = state
+        .social_lookups
+        .searches
+        .get(key, ttl, state.store.clock().as_ref(), || async {
+            channel.crm(&state).await?.search_contacts(term, limit).await
+        })
+        .await;
     match found {
-        Ok(found) => Json(Results { results: found.into_iter().map(hit).collect() }).into_response(),
+        Ok(found) => Json(Results { results: found.iter().map(hit).collect() }).into_response(),
         Err(error) => {
             let failure = Failure::of(&error, channel.tenant.slug.as_str(), "search");
             let message = match failure {
@@ -61,8 +66,8 @@ pub async fn search(State(state): State<AppState>, signed: Signed<ForSearch>) ->
     }
 }
 
-fn hit(contact: ContactSummary) -> Hit {
-    Hit { id: contact.id, name: contact.display_name }
+fn hit(contact: &ContactSummary) -> Hit {
+    Hit { id: contact.id.clone(), name: contact.display_name.clone() }
 }
 
 /// `q` as the reference reads it (PHP `empty()`: absent, `""` and `"0"` are empty), plus what

@@ -29,6 +29,8 @@ pub const SETTINGS_KEY: &str = "social_inbox";
 
 pub const DEFAULT_RESULT_LIMIT: u32 = 20;
 pub const MAX_RESULT_LIMIT: u32 = 100;
+/// Five minutes: the longest a contact renamed or added in the CRM may go unseen by searches.
+pub const MAX_SEARCH_CACHE_SECS: u32 = 300;
 /// One day: long enough to paste a new secret into the platform at leisure; pass 0 to cut an
 /// old (leaked) secret off at once.
 pub const DEFAULT_ROTATION_GRACE_SECS: u64 = 86_400;
@@ -67,6 +69,12 @@ pub struct ChannelSettings {
     pub skew_secs: u32,
     pub max_ttl_secs: u32,
     pub result_limit: u32,
+    /// How long a search's results are reused for the same term (per tenant and connection);
+    /// 0, the default, asks the CRM every time. The trade-off: within this time a contact
+    /// renamed, added or removed in the CRM is not seen by a search already answered.
+    /// Concurrent identical searches share one CRM call whatever this is.
+    #[serde(default)]
+    pub search_cache_secs: u32,
     pub rotation_grace_secs: u64,
     /// Origins (`https://host[:port]`) allowed to frame the card; empty means
     /// `respond::DEFAULT_FRAME_ANCESTORS`.
@@ -91,6 +99,10 @@ impl ChannelSettings {
         Ok(settings)
     }
 
+    pub fn search_cache_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.search_cache_secs))
+    }
+
     pub fn policy(&self) -> Policy {
         Policy { skew_secs: self.skew_secs, max_ttl_secs: self.max_ttl_secs }
     }
@@ -99,6 +111,7 @@ impl ChannelSettings {
         within("skew_secs", self.skew_secs, 0, MAX_SKEW_SECS)?;
         within("max_ttl_secs", self.max_ttl_secs, 1, MAX_MAX_TTL_SECS)?;
         within("result_limit", self.result_limit, 1, MAX_RESULT_LIMIT)?;
+        within("search_cache_secs", self.search_cache_secs, 0, MAX_SEARCH_CACHE_SECS)?;
         within("rotation_grace_secs", self.rotation_grace_secs, 0, MAX_ROTATION_GRACE_SECS)?;
         within("card.max_activities", self.card.max_activities, 0, MAX_ACTIVITIES)?;
         if self.allowed_origins.len() > MAX_ORIGINS {
@@ -163,6 +176,7 @@ pub struct ChannelInput {
     pub skew_secs: Option<u32>,
     pub max_ttl_secs: Option<u32>,
     pub result_limit: Option<u32>,
+    pub search_cache_secs: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
     pub card: Option<CardSettings>,
 }
@@ -209,6 +223,7 @@ impl ChannelInput {
             skew_secs: self.skew_secs.unwrap_or(defaults.skew_secs),
             max_ttl_secs: self.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
             result_limit: self.result_limit.unwrap_or(DEFAULT_RESULT_LIMIT),
+            search_cache_secs: self.search_cache_secs.unwrap_or(0),
             rotation_grace_secs: self.rotation_grace_secs.unwrap_or(DEFAULT_ROTATION_GRACE_SECS),
             allowed_origins,
             card: self.card.unwrap_or_default(),
@@ -457,6 +472,7 @@ mod tests {
         let s = plan.settings;
         assert_eq!((s.skew_secs, s.max_ttl_secs, s.result_limit), (30, 3600, 20));
         assert_eq!(s.rotation_grace_secs, DEFAULT_ROTATION_GRACE_SECS);
+        assert_eq!(s.search_cache_secs, 0, "no result cache unless asked for");
         assert_eq!(s.card, CardSettings::default());
         assert!(matches!((plan.search, plan.iframe), (SecretChange::Keep, SecretChange::Keep)));
     }
@@ -471,6 +487,7 @@ mod tests {
             (ChannelInput { result_limit: Some(0), ..input() }, "result_limit"),
             (ChannelInput { result_limit: Some(101), ..input() }, "result_limit"),
             (ChannelInput { rotation_grace_secs: Some(31 * 86_400), ..input() }, "rotation_grace_secs"),
+            (ChannelInput { search_cache_secs: Some(301), ..input() }, "search_cache_secs"),
             (
                 ChannelInput { card: Some(CardSettings { max_activities: 51, ..Default::default() }), ..input() },
                 "card.max_activities",
@@ -546,5 +563,9 @@ mod tests {
         origins.insert("allowed_origins".into(), serde_json::json!(["https://x.example; script-src *"]));
         assert!(stored(origins).is_err());
         assert!(ChannelSettings::from_stored(serde_json::json!("nonsense")).is_err());
+        // Rows written before the result cache existed read as "no cache".
+        let mut older = good.to_json();
+        older.remove("search_cache_secs");
+        assert_eq!(stored(older).unwrap().search_cache_secs, 0);
     }
 }
