@@ -29,4 +29,5 @@ mod operations;
 mod rate_budget;
 mod secrets;
 mod social_inbox;
+mod social_inbox_load;
 mod templates;

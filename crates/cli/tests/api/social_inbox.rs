@@ -8,6 +8,7 @@ use std::time::Duration;
 use crmhub_core::Secret;
 use crmhub_core::clock::ManualClock;
 use crmhub_core::signing::social_inbox::{Policy, sign, verify};
+use crmhub_server::Settings;
 use crmhub_sim::vtiger::{Fault, VtigerSimHandle, VtigerSimOptions, spawn as spawn_vtiger};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -18,7 +19,7 @@ use crate::helpers::{TestApp, error_of, spawn};
 const KEY: &str = "sim-access-key-0001";
 const SECRET: &str = "changeme!";
 /// The clock of most tests (unix seconds); `expires` values are relative to it.
-const NOW: i64 = 1_700_000_000;
+pub(crate) const NOW: i64 = 1_700_000_000;
 const CHANNEL: &str = "/admin/v1/tenants/acme/channels/social-inbox";
 
 const MISSING_PARAMS: &str = r#"{"status":"error","error":"missing or invalid sig or expires params"}"#;
@@ -26,17 +27,22 @@ const MISMATCH: &str = r#"{"status":"error","error":"Signature mismatch"}"#;
 const EXPIRED: &str = r#"{"status":"error","error":"request expired"}"#;
 const Q_EMPTY: &str = r#"{"status":"error","error":"q empty or not specified"}"#;
 
-struct Inbox {
-    app: TestApp,
-    sim: VtigerSimHandle,
-    clock: ManualClock,
+pub(crate) struct Inbox {
+    pub(crate) app: TestApp,
+    pub(crate) sim: VtigerSimHandle,
+    pub(crate) clock: ManualClock,
     connection: String,
-    susan: String,
+    pub(crate) susan: String,
 }
 
 /// Tenant `acme` with a Vtiger connection (Susan Red, Frank Redford) and the channel on it
 /// with secret `changeme!`, the clock at `now`; `settings` adds to the PUT body.
 async fn inbox_at(now: i64, settings: Value) -> Inbox {
+    inbox_configured(now, settings, |_| {}).await
+}
+
+/// [`inbox_at`] with crmhub's own settings changed by `configure`.
+pub(crate) async fn inbox_configured(now: i64, settings: Value, configure: impl FnOnce(&mut Settings)) -> Inbox {
     let sim = spawn_vtiger(VtigerSimOptions { admin_access_key: KEY.into(), ..Default::default() }).await;
     let account = sim.insert_record("Accounts", [("accountname", "Redwood Supplies")]);
     let susan = sim.insert_record(
@@ -51,7 +57,7 @@ async fn inbox_at(now: i64, settings: Value) -> Inbox {
     sim.insert_record("ModComments", [("commentcontent", "Prefers e-mail."), ("related_to", susan.as_str())]);
     sim.insert_record("Contacts", [("firstname", "Frank"), ("lastname", "Redford")]);
     let clock = ManualClock::new(now * 1000);
-    let app = spawn().clock(Arc::new(clock.clone())).start().await;
+    let app = spawn().clock(Arc::new(clock.clone())).configure(configure).start().await;
     app.create_tenant("acme").await;
     let connection = connect(&app, &sim.base_url()).await;
     let mut body = json!({"connection_id": connection, "secret": SECRET});
@@ -79,7 +85,7 @@ impl Inbox {
     }
 
     /// `params` then `expires` = now, signed with `changeme!`.
-    fn signed(&self, endpoint: &str, params: &[(&str, &str)]) -> String {
+    pub(crate) fn signed(&self, endpoint: &str, params: &[(&str, &str)]) -> String {
         self.signed_with(endpoint, params, self.now(), SECRET)
     }
 
@@ -94,11 +100,11 @@ impl Inbox {
         self.app.url(&format!("/t/acme/social/{endpoint}?{query}"))
     }
 
-    async fn get(&self, url: &str) -> Response {
+    pub(crate) async fn get(&self, url: &str) -> Response {
         self.app.client.get(url).send().await.expect("request")
     }
 
-    async fn search(&self, term: &str) -> Response {
+    pub(crate) async fn search(&self, term: &str) -> Response {
         self.get(&self.signed("search", &[("q", term)])).await
     }
 
@@ -114,7 +120,7 @@ async fn assert_json(response: Response, status: u16, body: &str) {
     assert_eq!(response.text().await.unwrap(), body);
 }
 
-fn header(response: &Response, name: &str) -> String {
+pub(crate) fn header(response: &Response, name: &str) -> String {
     response.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 
@@ -123,7 +129,7 @@ async fn assert_empty(response: Response, status: u16) {
     assert_eq!(response.text().await.unwrap(), "");
 }
 
-fn names(results: &Value) -> Vec<&str> {
+pub(crate) fn names(results: &Value) -> Vec<&str> {
     results["results"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect()
 }
 

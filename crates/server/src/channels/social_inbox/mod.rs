@@ -26,10 +26,13 @@ mod verification;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 
+use crmhub_connectors::http::interactive_request;
 pub use flights::Lookups;
 pub use lookup::ChannelCache;
 
@@ -46,12 +49,19 @@ pub fn router(limit: Duration) -> Router<AppState> {
         .route("/t/{tenant}/social/search", limited(get(search::search), search_timed_out))
         .route("/t/{tenant}/social/iframe", limited(get(iframe::iframe), card_timed_out))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(one_interactive_request))
         .layer(axum::middleware::map_response(respond::security_headers))
 }
 
 /// The channel's configuration under the admin API.
 pub fn admin_router() -> Router<AppState> {
     admin::router()
+}
+
+/// An agent is waiting: all of a request's CRM calls together wait at most
+/// `outbound.interactive_max_wait_ms` for rate budget, then it is answered 503.
+async fn one_interactive_request(request: Request, next: Next) -> Response {
+    interactive_request(next.run(request)).await
 }
 
 /// The platform asked with another method than GET or HEAD.
