@@ -27,6 +27,11 @@ pub fn router() -> Router<AppState> {
 
 /// Resolves a tenant slug from a path. A slug that cannot exist is simply not found.
 pub(crate) async fn tenant_id(state: &AppState, slug: &str) -> Result<TenantId, ApiError> {
+    Ok(tenant(state, slug).await?.id)
+}
+
+/// The tenant a path's slug names, read once.
+pub(crate) async fn tenant(state: &AppState, slug: &str) -> Result<crmhub_store::tenants::Tenant, ApiError> {
     let slug = TenantSlug::parse(slug).map_err(|_| ApiError::NotFound("tenant not found".into()))?;
-    Ok(state.store.tenants().by_slug(&slug).await?.id)
+    Ok(state.store.tenants().by_slug(&slug).await?)
 }

@@ -8,14 +8,13 @@ use axum::{Json, Router};
 use crmhub_core::TenantId;
 use crmhub_store::Store;
 use crmhub_store::jobs::JobFilter;
-use crmhub_store::tenants::Tenant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::LOG_JOB;
 use super::events::call_view;
 use super::settings::{self, CallSettings, ConfigureError};
-use crate::admin::{AdminAuth, tenant_id};
+use crate::admin::{AdminAuth, tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
@@ -34,11 +33,6 @@ impl From<ConfigureError> for ApiError {
             ConfigureError::Store(e) => e.into(),
         }
     }
-}
-
-async fn tenant(state: &AppState, slug: &str) -> ApiResult<Tenant> {
-    let id = tenant_id(state, slug).await?;
-    Ok(state.store.tenants().get(id).await?)
 }
 
 fn not_configured() -> ApiError {

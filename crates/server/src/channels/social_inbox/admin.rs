@@ -4,10 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
-use crmhub_store::tenants::Tenant;
 
 use super::settings::{self, ChannelInput, ChannelView, ConfigureError};
-use crate::admin::{AdminAuth, tenant_id};
+use crate::admin::{AdminAuth, tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams};
 use crate::state::AppState;
@@ -64,11 +63,6 @@ async fn remove(
     }
     tracing::info!(tenant = %tenant.slug, "social inbox removed");
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn tenant(state: &AppState, slug: &str) -> ApiResult<Tenant> {
-    let id = tenant_id(state, slug).await?;
-    Ok(state.store.tenants().get(id).await?)
 }
 
 fn public_url(state: &AppState) -> ApiResult<url::Url> {
