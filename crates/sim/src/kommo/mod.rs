@@ -18,6 +18,29 @@
 //! - Webhook deliveries go over plain `http://` only (the simulator has no TLS client): an
 //!   `https://` destination is accepted on subscribe, but every delivery to it fails (`None`).
 //!
+//! # What is refused
+//! | request | answer |
+//! |---|---|
+//! | `/oauth` with an unknown `client_id`, or `mode` not `popup`/`post_message` | 400 `text/html` |
+//! | token: `grant_type` other than `authorization_code`/`refresh_token`, a missing parameter | 400 problem + `hint` |
+//! | token: wrong `client_id`/`client_secret` | 401 problem |
+//! | token: `redirect_uri` ≠ the registered one | 400 problem + `hint` |
+//! | token: code unknown / used / expired (20 min) | 400 problem, `hint` `Cannot decrypt the authorization code` / `Authorization code has been revoked` / `Authorization code has expired` |
+//! | token: refresh token unknown / superseded / revoked / expired (90 days) | 401 problem |
+//! | API without a bearer token, or with an expired, superseded or revoked one | 401 problem |
+//! | API or token endpoint with `Host: www.…` | 404 problem |
+//! | over `rate_limit` per rolling second (API + token) | 429 problem with `retry_after` |
+//! | more than `block_after` 429s within 60 s, or [`KommoSim::block_ip`] | 403 problem on everything |
+//! | `limit` > 250 | 422 `"detail":"Limit 250 per page"` |
+//! | bad `page`/`limit`, `order[…]` other than `updated_at`/`id`/`created_at` or not `asc`/`desc`, unknown `with` | 400 problem |
+//! | a write body that is not `application/json` | 415 problem |
+//! | POST/PATCH contacts: not an array, empty, over 250 | 400 problem |
+//! | contact entity errors (unknown `field_id`/`field_code`/`enum_code`, no name on create, unknown `id`, user or company) | 400 `validation-errors`, nothing written |
+//! | notes: unknown contact | 404; bad `note_type` or missing `params.text` → 400 `validation-errors` |
+//! | webhooks: destination not absolute http(s), unknown or no `settings`, a 101st destination | 400 problem |
+//! | `DELETE /api/v4/webhooks` of an unknown destination | 400 problem |
+//! | tasks: unknown `filter[entity_type]`, `filter[entity_id]` without a type | 400 problem |
+//!
 //! ```ignore
 //! let sim = crmhub_sim::kommo::spawn(KommoSimOptions::default()).await;
 //! sim.set_redirect_uri("http://127.0.0.1:4000/oauth/kommo/callback");
