@@ -88,6 +88,12 @@ impl Connectors {
         self
     }
 
+    /// Each Kommo account's request budget (default [`kommo::RATE`]).
+    pub fn with_kommo_rate(mut self, rate: http::RateSpec) -> Self {
+        self.kommo.rate = rate;
+        self
+    }
+
     /// Told whenever a Kommo host is paused after an IP block (to mark its connections).
     pub fn on_host_blocked(mut self, listener: kommo::HostBlockListener) -> Self {
         self.kommo.pauses = self.kommo.pauses.with_listener(listener);

@@ -411,7 +411,9 @@ impl Crm for Kommo {
                 updated.push(contact.record());
             }
             match next {
-                Some(n) if !full => page = n,
+                // A page that brought nothing new (contacts delivered before, sharing the
+                // cursor's second) is walked past; one that did ends this read at its edge.
+                Some(n) if !full && updated.is_empty() => page = n,
                 // Full, or more pages: `more` stays true (also when the page walk ran out).
                 Some(_) => break,
                 None if full => break,

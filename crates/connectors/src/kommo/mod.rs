@@ -191,11 +191,13 @@ pub struct KommoShared {
     /// against the integration's registered redirect URI).
     pub redirect_uri: Option<Url>,
     pub pauses: HostPauses,
+    /// Each account's request budget: [`RATE`] unless an operator knows better.
+    pub rate: RateSpec,
 }
 
 impl Default for KommoShared {
     fn default() -> Self {
-        Self { redirect_uri: None, pauses: HostPauses::new(Duration::from_secs(15 * 60)) }
+        Self { redirect_uri: None, pauses: HostPauses::new(Duration::from_secs(15 * 60)), rate: RATE }
     }
 }
 
@@ -250,7 +252,7 @@ impl Kommo {
             Grant::LongLived(token) => vec![token.clone()],
         };
         let mut ctx = ctx.redacting(secrets).budget_key(format!("kommo:{account}"));
-        ctx.rate = Some(RATE);
+        ctx.rate = Some(shared.rate);
         Ok(Self {
             http,
             auth,
