@@ -12,6 +12,7 @@ mod contacts;
 mod crm;
 mod pause;
 mod tokens;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

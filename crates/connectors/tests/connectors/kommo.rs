@@ -442,3 +442,34 @@ async fn hosts_that_are_not_the_account_are_refused_before_anything_is_sent() {
     }
     assert!(f.sim.api_request_times().is_empty());
 }
+
+#[tokio::test]
+async fn the_simulators_deliveries_parse_into_every_change() {
+    use crmhub_connectors::kommo::webhook::{self, Action, Entity};
+    let f = fixture(KommoSimOptions { rate_limit: None, ..KommoSimOptions::default() }).await;
+    let (kommo, _) = f.connected().await;
+    // Nothing listens there: the deliveries fail, but the simulator keeps every body it sent.
+    let destination: url::Url = "http://127.0.0.1:9/hooks/kommo/c/0123456789abcdef0123".parse().unwrap();
+    kommo.subscribe_webhook(&destination, &WEBHOOK_EVENTS).await.unwrap();
+    let id = f.sim.add_contact(SimContact {
+        first_name: "Hook".into(),
+        last_name: "Target".into(),
+        emails: vec![("hook@example.com".into(), "WORK".into())],
+        phones: vec![("+44 20 7946 0958".into(), "WORK".into())],
+        company_id: None,
+    });
+    f.sim.delete_contact(id);
+    f.sim.settle_deliveries(Duration::from_secs(10)).await;
+    let events: Vec<_> = f
+        .sim
+        .deliveries()
+        .iter()
+        .flat_map(|d| webhook::parse(d.body.as_bytes()).expect("a Kommo delivery parses").events)
+        .collect();
+    let added = events.iter().find(|e| e.action == Action::Add && e.id == id).expect("the add");
+    assert_eq!(added.entity, Entity::Contact);
+    assert_eq!(added.emails, ["hook@example.com"], "EMAIL found after PHONE");
+    assert_eq!(added.phones, ["+44 20 7946 0958"]);
+    let deleted = events.iter().find(|e| e.action == Action::Delete && e.id == id).expect("the delete");
+    assert!(deleted.emails.is_empty() && deleted.name.is_none(), "a delete carries only id and type");
+}
