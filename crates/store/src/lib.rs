@@ -19,6 +19,7 @@ pub mod request_log;
 mod rows;
 pub mod secrets;
 pub mod settings;
+pub mod sync;
 pub mod templates;
 pub mod tenants;
 pub mod vault;

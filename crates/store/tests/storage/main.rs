@@ -16,6 +16,7 @@ mod job_connections;
 mod jobs;
 mod records;
 mod schema;
+mod sync;
 mod templates;
 mod vault;
 
