@@ -100,6 +100,18 @@ impl SharedAuth {
         Ok(fresh)
     }
 
+    /// Stores `value` as the session for `key` (a token pair just obtained by a grant only the
+    /// caller can make, such as an OAuth code exchange), under the same locks as a renewal, so
+    /// that no refresh races it.
+    pub async fn replace(&self, key: &AuthKey, value: Secret) -> Result<(), CrmError> {
+        let local = self.local_lock(&key.lock);
+        let _local = local.lock().await;
+        let _shared: AuthLock = self.store.lock(&key.lock).await.map_err(storage_error)?;
+        self.store.save(&key.state, &value).await.map_err(storage_error)?;
+        self.remember(&key.state, value);
+        Ok(())
+    }
+
     /// The session to use now: the current one if `usable` accepts it (a token about to expire
     /// is not), else a renewed one.
     pub async fn session<U, L, LF>(&self, key: &AuthKey, usable: U, login: L) -> Result<Secret, CrmError>

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod call_maps;
 pub mod conformance;
 pub mod http;
+pub mod kommo;
 mod masked;
 pub mod template;
 pub mod vtiger;
@@ -57,12 +58,51 @@ pub struct Connectors {
     http: HttpClient,
     auth: SharedAuth,
     call_maps: Arc<dyn CallMapStore>,
+    kommo: kommo::KommoShared,
 }
 
 impl Connectors {
     /// Call maps stay in memory until `with_call_maps` names a durable store.
     pub fn new(http: HttpClient, auth: SharedAuth) -> Self {
-        Self { http, auth, call_maps: Arc::new(call_maps::MemoryCallMaps::default()) }
+        Self {
+            http,
+            auth,
+            call_maps: Arc::new(call_maps::MemoryCallMaps::default()),
+            kommo: kommo::KommoShared::default(),
+        }
+    }
+
+    /// Where Kommo's OAuth hands back to crmhub: `{public_url}/oauth/kommo/callback`.
+    pub fn with_kommo_redirect_uri(mut self, uri: url::Url) -> Self {
+        self.kommo.redirect_uri = Some(uri);
+        self
+    }
+
+    /// How long a Kommo IP block (HTTP 403) pauses every connection to that host.
+    pub fn with_kommo_block_pause(mut self, pause: std::time::Duration) -> Self {
+        let listener = self.kommo.pauses.clone();
+        self.kommo.pauses = kommo::HostPauses::new(pause);
+        if let Some(listener) = listener.listener() {
+            self.kommo.pauses = self.kommo.pauses.with_listener(listener);
+        }
+        self
+    }
+
+    /// Told whenever a Kommo host is paused after an IP block (to mark its connections).
+    pub fn on_host_blocked(mut self, listener: kommo::HostBlockListener) -> Self {
+        self.kommo.pauses = self.kommo.pauses.with_listener(listener);
+        self
+    }
+
+    /// The Kommo connector itself, for what only Kommo has (the OAuth flow, webhook
+    /// subscriptions); its own methods mask their errors.
+    pub fn kommo(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<kommo::Kommo>, CrmError> {
+        match spec.kind {
+            ConnectorKind::Kommo => {
+                kommo::build(self.http.clone(), self.auth.clone(), context(&spec, lane), &self.kommo, &spec)
+            }
+            other => Err(CrmError::validation("kind", format!("a {other} connection is not a Kommo connection"))),
+        }
     }
 
     pub fn with_call_maps(mut self, maps: Arc<dyn CallMapStore>) -> Self {
@@ -86,6 +126,7 @@ impl Connectors {
                 spec.region,
             )?),
             ConnectorKind::Template(_) => self.template(spec, ctx)?,
+            ConnectorKind::Kommo => kommo::build(self.http.clone(), self.auth.clone(), ctx, &self.kommo, &spec)?,
             other => return Err(unavailable(other)),
         };
         Ok(Arc::new(masked::Masked::new(crm, secrets)))
@@ -147,7 +188,12 @@ fn unavailable(kind: &ConnectorKind) -> CrmError {
 
 /// Checks a connection's fields and credentials for its kind before anything is stored, so
 /// that a connection that can never work is refused at creation with the field named.
-pub fn validate(kind: &ConnectorKind, fields: &Map<String, Value>, credentials: &Credentials) -> Result<(), CrmError> {
+pub fn validate(
+    kind: &ConnectorKind,
+    host: &Host,
+    fields: &Map<String, Value>,
+    credentials: &Credentials,
+) -> Result<(), CrmError> {
     match kind {
         ConnectorKind::Vtiger => {
             vtiger::VtigerFields::parse(fields)?;
@@ -164,6 +210,7 @@ pub fn validate(kind: &ConnectorKind, fields: &Map<String, Value>, credentials: 
         ConnectorKind::Template(_) => Ok(()),
         // A kind whose connector is not built yet is refused before anything is stored, rather
         // than stored and failing at its first use.
-        other @ (ConnectorKind::Kommo | ConnectorKind::Unisender) => Err(unavailable(other)),
+        ConnectorKind::Kommo => kommo::validate(host, fields, credentials),
+        other @ ConnectorKind::Unisender => Err(unavailable(other)),
     }
 }

@@ -41,7 +41,7 @@ impl TryFrom<ConnectionInput> for NewConnection {
             template_version: input.template_version,
             details: details(input.call_centre_id, input.description, input.info, input.iframe)?,
         };
-        check_for_kind(&connection.kind, &connection.fields, &connection.credentials)?;
+        check_for_kind(&connection.kind, &connection.host, &connection.fields, &connection.credentials)?;
         Ok(connection)
     }
 }
@@ -78,10 +78,11 @@ pub fn details(
 /// What the connector itself requires (Vtiger: `fields.username`, `credentials.access_key`).
 pub fn check_for_kind(
     kind: &ConnectorKind,
+    host: &Host,
     fields: &Map<String, Value>,
     credentials: &Credentials,
 ) -> Result<(), FieldError> {
-    crmhub_connectors::validate(kind, fields, credentials).map_err(|e| match e {
+    crmhub_connectors::validate(kind, host, fields, credentials).map_err(|e| match e {
         crmhub_core::crm::CrmError::Validation { field, message } => FieldError::new(field, message),
         other => FieldError::new("kind", other.to_string()),
     })

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod json_crm;
+pub mod kommo;
 pub mod sms;
 pub mod vtiger;
 

@@ -110,9 +110,11 @@ pub async fn connection(
             };
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             let id = connection_id(&id)?;
-            if let Some(fields) = &update.fields {
+            if update.fields.is_some() || update.host.is_some() {
                 let current = store.connections(tenant).get(id).await?;
-                check_for_kind(&current.kind, fields, &store.connections(tenant).credentials(id).await?)?;
+                let fields = update.fields.as_ref().unwrap_or(&current.fields);
+                let host = update.host.as_ref().unwrap_or(&current.host);
+                check_for_kind(&current.kind, host, fields, &store.connections(tenant).credentials(id).await?)?;
             }
             print_json(&store.connections(tenant).update(id, update).await?)
         }
@@ -123,7 +125,7 @@ pub async fn connection(
             }
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             let current = store.connections(tenant).get(connection_id(&id)?).await?;
-            check_for_kind(&current.kind, &current.fields, &credentials)?;
+            check_for_kind(&current.kind, &current.host, &current.fields, &credentials)?;
             print_json(&store.connections(tenant).replace_credentials(connection_id(&id)?, credentials).await?)
         }
         ConnectionCommand::Test { .. } => unreachable!("connection test runs with the outbound client"),

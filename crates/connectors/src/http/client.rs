@@ -368,6 +368,11 @@ impl HttpClient {
         &self.metrics
     }
 
+    /// The clock the client stamps its calls with (tokens' expiries are read on it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn policy(&self) -> &OutboundPolicy {
         &self.policy
     }
@@ -391,7 +396,7 @@ impl HttpClient {
                 Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS => {
                     // A 429 means the request was turned away unprocessed, so repeating it is
                     // safe whatever the method.
-                    let retry_after = retry_after(&resp.headers);
+                    let retry_after = retry_after(&resp.headers).or_else(|| retry_after_in_body(resp));
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
                     if !can_retry || wait > max_wait {
                         return Err(OutboundError::RateLimited { retry_after });
@@ -655,6 +660,15 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let at = httpdate_to_system_time(value)?;
     Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// A JSON body's `retry_after` in seconds, where a 429 carries no header but says it in its
+/// body (Kommo's problem+json does, contract §3; its unit is undocumented, read as seconds).
+/// A body that is not JSON, or has no such number, says nothing.
+fn retry_after_in_body(response: &OutboundResponse) -> Option<Duration> {
+    let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+    let secs = body.get("retry_after")?.as_u64()?;
+    Some(Duration::from_secs(secs.min(24 * 3600)))
 }
 
 /// Parses the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form RFC 9110

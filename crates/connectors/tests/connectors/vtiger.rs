@@ -474,15 +474,17 @@ impl Fixture {
 #[tokio::test]
 async fn connections_are_validated_before_they_are_stored() {
     let kind = ConnectorKind::Vtiger;
+    let host = crmhub_core::Host::parse("https://crm.example.com").unwrap();
     let no_user = json!({});
     let creds: Credentials = [("access_key".to_owned(), Secret::new("k"))].into_iter().collect();
-    let err = crmhub_connectors::validate(&kind, no_user.as_object().unwrap(), &creds).unwrap_err();
+    let err = crmhub_connectors::validate(&kind, &host, no_user.as_object().unwrap(), &creds).unwrap_err();
     assert!(matches!(&err, CrmError::Validation { field, .. } if field == "fields.username"), "{err:?}");
-    let err = crmhub_connectors::validate(&kind, json!({"username": "a"}).as_object().unwrap(), &Credentials::new())
-        .unwrap_err();
+    let err =
+        crmhub_connectors::validate(&kind, &host, json!({"username": "a"}).as_object().unwrap(), &Credentials::new())
+            .unwrap_err();
     assert!(matches!(&err, CrmError::Validation { field, .. } if field == "credentials.access_key"), "{err:?}");
     let bad = json!({"username": "a", "card_fields": ["ok", "bad field"]});
-    let err = crmhub_connectors::validate(&kind, bad.as_object().unwrap(), &creds).unwrap_err();
+    let err = crmhub_connectors::validate(&kind, &host, bad.as_object().unwrap(), &creds).unwrap_err();
     assert!(matches!(&err, CrmError::Validation { field, .. } if field == "fields.card_fields[1]"), "{err:?}");
 }
 

@@ -96,11 +96,12 @@ async fn update(
     let connections = state.store.connections(tenant);
     let mut update = update;
     update.template_version = body.template_version;
-    if update.fields.is_some() || update.template_version.is_some() {
+    if update.fields.is_some() || update.host.is_some() || update.template_version.is_some() {
         let current = connections.get(id).await?;
         let fields = update.fields.as_ref().unwrap_or(&current.fields);
+        let host = update.host.as_ref().unwrap_or(&current.host);
         let credentials = connections.credentials(id).await?;
-        check_for_kind(&current.kind, fields, &credentials)?;
+        check_for_kind(&current.kind, host, fields, &credentials)?;
         if let ConnectorKind::Template(name) = &current.kind {
             let version = update.template_version.or(current.template_version);
             let (template, _) =
@@ -149,7 +150,7 @@ async fn rotate_credentials(
     let tenant = tenant_id(&state, &slug).await?;
     let id = connection_id(&id)?;
     let current = state.store.connections(tenant).get(id).await?;
-    check_for_kind(&current.kind, &current.fields, &credentials)?;
+    check_for_kind(&current.kind, &current.host, &current.fields, &credentials)?;
     if let ConnectorKind::Template(name) = &current.kind {
         let (template, _) = state
             .templates
