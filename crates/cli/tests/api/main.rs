@@ -25,6 +25,8 @@ mod http_stack;
 mod instances;
 mod job_context;
 mod jobs;
+mod kommo;
+mod kommo_widget;
 mod operations;
 mod rate_budget;
 mod secrets;

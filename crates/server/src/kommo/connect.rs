@@ -38,7 +38,7 @@ pub const DECLINED: &str = "the Kommo user declined access";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
-    mode: Option<AuthorizeMode>,
+    mode: Option<String>,
 }
 
 /// What `oauth/start` answers: where to send the user, and until when the link works.
@@ -55,9 +55,15 @@ pub(super) async fn start(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<Started>)> {
     let body: StartBody = optional_json(&body)?;
+    let mode = match body.mode.as_deref() {
+        None => AuthorizeMode::default(),
+        Some(raw) => AuthorizeMode::parse(raw).ok_or_else(|| {
+            ApiError::invalid("mode", format!("{raw:?} is not a mode; use \"popup\" or \"post_message\""))
+        })?,
+    };
     let tenant = crate::admin::tenant(&state, &slug).await?;
     let connection = state.store.connections(tenant.id).get(crate::admin::connection_id(&id)?).await?;
-    let started = start_authorization(&state, &tenant, &connection, body.mode.unwrap_or_default()).await?;
+    let started = start_authorization(&state, &tenant, &connection, mode).await?;
     tracing::info!(tenant = %slug, connection = %connection.id, "kommo authorisation started");
     Ok((StatusCode::CREATED, Json(started)))
 }
