@@ -393,28 +393,33 @@ impl Crm for Kommo {
         let mut position = since.map(Position::parse).transpose()?.unwrap_or_default();
         let from = position.at;
         let mut updated = Vec::new();
-        let (mut page, mut limit, mut more) = (1, MAX_PAGE, false);
+        let (mut page, mut limit, mut more) = (1, MAX_PAGE, true);
         for _ in 0..CHANGE_PAGES {
             let (contacts, next, used) = self.changed_page(from, page, limit).await?;
             // A halved page stays halved: `next` counts in the smaller pages.
             limit = used;
+            let mut full = false;
             for contact in &contacts {
-                if position.is_new(contact) {
-                    position.advance(contact);
-                    updated.push(contact.record());
+                if !position.is_new(contact) {
+                    continue;
                 }
-            }
-            match next {
-                Some(n) if updated.len() < MAX_PAGE => page = n,
-                Some(_) => {
-                    more = true;
+                if updated.len() == MAX_PAGE {
+                    full = true;
                     break;
                 }
-                None => break,
+                position.advance(contact);
+                updated.push(contact.record());
             }
-        }
-        if updated.len() >= MAX_PAGE {
-            more = true;
+            match next {
+                Some(n) if !full => page = n,
+                // Full, or more pages: `more` stays true (also when the page walk ran out).
+                Some(_) => break,
+                None if full => break,
+                None => {
+                    more = false;
+                    break;
+                }
+            }
         }
         Ok(ChangePage { updated, deleted: Vec::new(), next: position.cursor(), more })
     }

@@ -31,10 +31,12 @@ pub use tokens::Connected;
 /// The events crmhub subscribes to when a pipeline mirrors an account's contacts.
 pub const WEBHOOK_EVENTS: [&str; 4] = ["add_contact", "update_contact", "delete_contact", "restore_contact"];
 
-/// Kommo allows "not more than 7 requests per second" (contract §3). The budget is per account
-/// (every connection to it, and on PostgreSQL every instance, spend one bucket); the burst is
-/// the same 7, so a burst never exceeds what Kommo counts in a second.
-pub const RATE: RateSpec = RateSpec { per_second: 7.0, burst: 7 };
+/// Kommo allows "not more than 7 requests per second" (contract §3), counted (as far as one can
+/// tell) over any second. A token bucket lets `burst + rate` requests into one rolling second,
+/// so 7 per second with a burst of 7 would send 14: the budget is 6 per second with no burst,
+/// at most 7 in any second even when network jitter bunches two requests. It is per account
+/// (every connection to it, and on PostgreSQL every instance, spend one bucket).
+pub const RATE: RateSpec = RateSpec { per_second: 6.0, burst: 1 };
 
 /// The domains Kommo accounts live under.
 const ACCOUNT_BASES: [&str; 2] = ["kommo.com", "amocrm.ru"];

@@ -1,5 +1,6 @@
 //! Connectors against their simulators, over real HTTP on 127.0.0.1.
 
+mod kommo;
 mod odd_answers;
 mod template;
 mod vtiger;

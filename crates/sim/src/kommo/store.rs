@@ -439,14 +439,32 @@ fn fields_json(fields: &[FieldValue]) -> Value {
 }
 
 impl Contact {
-    /// §4 `query`, our strict reading: a case-insensitive substring of the name, first or last
-    /// name, or any custom field value **as stored**. Nothing is normalised, so a phone stored
-    /// as `+7 912 345-67-89` is not found by `79123456789`.
+    /// §4 `query`: a case-insensitive substring of the name, first or last name, or any custom
+    /// field value as stored. Phone fields are also matched by their digits: a query that is a
+    /// phone number (only digits, spaces, `+-().`, at least five digits) finds a phone whose
+    /// digits contain the query's, so `9123456789` finds `+7 912 345-67-89`. That reading is
+    /// **[secondary]**: the contract only says "searches filled fields", and Kommo clients
+    /// widely search a caller by the last ten digits of the number, which only works if Kommo
+    /// matches phones by digits. Nothing else is normalised.
     pub(crate) fn matches(&self, query: &str) -> bool {
         let needle = query.to_lowercase();
-        [&self.name, &self.first_name, &self.last_name]
+        let as_stored = [&self.name, &self.first_name, &self.last_name]
             .into_iter()
             .chain(self.fields.iter().flat_map(|f| f.values.iter().map(|(v, _)| v)))
-            .any(|hay| hay.to_lowercase().contains(&needle))
+            .any(|hay| hay.to_lowercase().contains(&needle));
+        as_stored || self.phone_digits_match(query)
+    }
+
+    fn phone_digits_match(&self, query: &str) -> bool {
+        let is_phone_text = query.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        let digits: String = query.chars().filter(char::is_ascii_digit).collect();
+        if !is_phone_text || digits.len() < 5 {
+            return false;
+        }
+        self.fields
+            .iter()
+            .filter(|f| f.field_id == FIELD_PHONE)
+            .flat_map(|f| f.values.iter())
+            .any(|(stored, _)| stored.chars().filter(char::is_ascii_digit).collect::<String>().contains(&digits))
     }
 }
