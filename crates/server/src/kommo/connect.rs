@@ -209,7 +209,8 @@ async fn accept(state: &AppState, query: &HashMap<String, String>) -> Result<Res
             account.account_domain()
         ));
     }
-    if param("client_id").is_none() {
+    // Kommo's callback names the integration; a widget install may not (matched above).
+    if param("client_id").is_none() && param("state").is_some() {
         return refuse("the callback names no Kommo integration (client_id)");
     }
     let Some(code) = param("code") else { return refuse("the callback carries no authorisation code") };
@@ -233,9 +234,9 @@ async fn accept(state: &AppState, query: &HashMap<String, String>) -> Result<Res
     Ok(page::accepted(mode))
 }
 
-/// A widget install carries no state: the connection is the kommo one whose integration
-/// (`client_id`, compared in constant time) and account (`referer`) the callback names. The
-/// exchange itself proves the code.
+/// A widget install carries no state: the connection is the one OAuth kommo connection whose
+/// account (`referer`) and, when the callback names one, integration (`client_id`, compared
+/// in constant time) match. The exchange itself proves the code.
 async fn widget_install(
     state: &AppState,
     referer: Option<&str>,
@@ -247,7 +248,6 @@ async fn widget_install(
     if !is_account_domain(&referer) {
         return refuse("the widget install names no Kommo account domain (referer); nothing was sent");
     }
-    let Some(client_id) = client_id else { return refuse("the widget install names no integration (client_id)") };
     let mut found = Vec::new();
     for connection in candidates(&state.store).await? {
         let tenant = state.store.tenants().get(connection.tenant_id).await?;
@@ -257,7 +257,9 @@ async fn widget_install(
                 Err(AccessError::Store(e)) => return Err(e.into()),
                 Err(AccessError::Crm(_)) => continue,
             };
-        if account.account_domain() == referer && account.has_client_id(client_id) {
+        // Kommo's widget install may name no client_id: the account then decides, and the
+        // exchange (with that connection's secret) proves the code.
+        if account.account_domain() == referer && client_id.is_none_or(|id| account.has_client_id(id)) {
             found.push((tenant, connection, account));
         }
     }
