@@ -36,9 +36,7 @@ async fn consent(app: &TestApp, sim: &crmhub_sim::kommo::KommoSim, authorize_url
     assert!(response.status().is_redirection(), "{}", response.status());
     let callback = response.headers()["location"].to_str().unwrap().to_owned();
     let callback = to_app(app, &callback);
-    let response = app.client.get(callback).send().await.unwrap();
-    let status = response.status().as_u16();
-    status
+    app.client.get(callback).send().await.unwrap().status().as_u16()
 }
 
 /// A callback URL Kommo would send the browser to, on this app's real address.
