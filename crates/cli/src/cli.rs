@@ -155,7 +155,7 @@ pub enum ConnectionCommand {
         tenant: TenantArg,
         #[arg(long)]
         name: String,
-        /// vtiger or template:<name> (kommo and unisender are refused until their connectors ship).
+        /// vtiger, kommo or template:<name> (unisender is refused until its connector ships).
         #[arg(long)]
         kind: String,
         /// Base URL of the remote installation (https:// assumed when no scheme is given).
@@ -215,6 +215,17 @@ pub enum ConnectionCommand {
         #[command(flatten)]
         tenant: TenantArg,
         id: String,
+    },
+    /// Start connecting a Kommo connection through OAuth: prints the URL to open as the Kommo
+    /// user (good for 20 minutes, once); crmhub's callback finishes the connection.
+    Connect {
+        #[command(flatten)]
+        tenant: TenantArg,
+        id: String,
+        /// popup (the window closes, the main window is redirected) or post_message (the
+        /// window tells its opener and closes).
+        #[arg(long, default_value = "popup")]
+        mode: String,
     },
     /// Show a connection's recent outbound requests (redacted).
     Requests {

@@ -118,7 +118,7 @@ impl CrmRegistry {
     }
 }
 
-fn spec<'a>(
+pub(crate) fn spec<'a>(
     tenant: &Tenant,
     connection: &'a Connection,
     credentials: &'a Credentials,

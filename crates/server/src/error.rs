@@ -15,6 +15,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing bearer token")]
     Unauthorized,
+    /// A credential other than the bearer token (Kommo's `X-Auth-Token`) was refused; the
+    /// message names the check that failed, never the credential.
+    #[error("{0}")]
+    Refused(String),
     #[error("the token is not valid for this resource")]
     Forbidden,
     #[error("{0}")]
@@ -59,7 +63,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unauthorized | Self::Refused(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -112,7 +116,7 @@ impl IntoResponse for ApiError {
             other => json!({"error": {"code": code, "message": other.to_string()}}),
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(self, Self::Unauthorized) {
             response
                 .headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod jobs;
+pub mod kommo;
 pub mod maintenance;
 pub mod metrics;
 pub mod middleware;

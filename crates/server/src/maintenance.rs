@@ -1,5 +1,6 @@
 //! Housekeeping, as jobs: worker instances schedule one retention job per tenant every ten
-//! minutes (request log, call maps, expired idempotency keys), and any worker runs it (with the
+//! minutes (request log, call maps, expired idempotency keys, Kommo's OAuth states and codes)
+//! and a token refresh per active Kommo OAuth connection, and any worker runs them (with the
 //! queue's retries and dead letters).
 
 use std::sync::Arc;
@@ -49,6 +50,12 @@ impl JobHandler for PruneRequestLog {
             Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "calls and text messages pruned"),
             Err(e) => return JobOutcome::Retry(e.to_string()),
         }
+        // Kommo's seen authorisation codes (replay refusal) and used or expired states, a day on.
+        match ctx.store.kommo(job.tenant_id).prune(ctx.clock.now_millis() - 86_400_000).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "kommo oauth states and codes pruned"),
+            Err(e) => return JobOutcome::Retry(e.to_string()),
+        }
         match ctx.store.idempotency(job.tenant_id).prune(ctx.clock.now_millis()).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, tenant = %job.tenant_id, "expired idempotency keys pruned"),
@@ -78,6 +85,10 @@ pub async fn run(store: Store, wake: Arc<Notify>, stop: CancellationToken) {
         wait = EVERY;
         if let Err(e) = schedule(&store).await {
             tracing::warn!(error = %e, "could not schedule housekeeping");
+        }
+        // Kommo access tokens live 24 h; each round refreshes those expiring within two hours.
+        if let Err(e) = crate::kommo::schedule_refreshes(&store).await {
+            tracing::warn!(error = %e, "could not schedule kommo token refreshes");
         }
         wake.notify_waiters();
     }

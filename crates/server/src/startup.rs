@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::middleware::{self, RouteTimeout};
 use crate::request_log_writer::RequestLogWriter;
 use crate::state::AppState;
-use crate::{admin, channels, maintenance, ops};
+use crate::{admin, channels, kommo, maintenance, ops};
 
 /// Options beyond the configuration file: what tests and embedders substitute.
 pub struct ApplicationBuilder {
@@ -75,6 +75,7 @@ impl ApplicationBuilder {
         let mut registry = JobRegistry::new(JobContext::new(&state));
         maintenance::register(&mut registry, &state.settings);
         channels::calls::register_jobs(&mut registry);
+        kommo::register_jobs(&mut registry);
         for (kind, handler) in self.handlers {
             registry.register(&kind, handler);
         }
@@ -99,7 +100,7 @@ fn router(state: &AppState, extra: Option<Router<AppState>>) -> Router {
     let server = &state.settings.server;
     let mut routes = ops::router();
     if server.role.runs_api() {
-        routes = routes.merge(admin::router()).merge(channels::admin_router());
+        routes = routes.merge(admin::router()).merge(channels::admin_router()).merge(kommo::admin_router());
     }
     if let Some(extra) = extra {
         routes = routes.merge(extra);
@@ -108,7 +109,7 @@ fn router(state: &AppState, extra: Option<Router<AppState>>) -> Router {
         RouteTimeout { after: Duration::from_millis(server.admin_timeout_ms), answer: middleware::admin_timeout };
     routes = routes.layer(axum::middleware::from_fn_with_state(admin_limit, middleware::timeout));
     if server.role.runs_api() {
-        routes = routes.merge(channels::router(server));
+        routes = routes.merge(channels::router(server)).merge(kommo::router());
     }
     routes
         .fallback(middleware::not_found)

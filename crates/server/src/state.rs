@@ -56,8 +56,25 @@ impl AppState {
         if store.backend() == crmhub_store::Backend::Postgres {
             http = http.with_shared_budget(Arc::new(store.clone()));
         }
+        let redirect = settings.public_url()?.join("/oauth/kommo/callback").context("the Kommo redirect URI")?;
+        let blocked_store = store.clone();
         let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())))
-            .with_call_maps(Arc::new(store.clone()));
+            .with_call_maps(Arc::new(store.clone()))
+            .with_kommo_redirect_uri(redirect)
+            // Kommo answered 403 (an IP block): the connector pauses the host; crmhub marks its
+            // connections failing until then, and schedules their return.
+            .on_host_blocked(Arc::new(move |block: crmhub_connectors::kommo::HostBlock| {
+                let store = blocked_store.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(e) =
+                            crate::kommo::host_blocked(&store, &block.host, block.until, &block.reason).await
+                        {
+                            tracing::warn!(host = %block.host, error = %e, "could not record the kommo host block");
+                        }
+                    });
+                }
+            }));
         let templates = TemplateRegistry::default();
         let policy = crmhub_connectors::http::AddressPolicy::new(http.policy().allow_private.clone());
         crate::templates::publish_shipped(&store, &policy).await?;

@@ -14,6 +14,7 @@ mod db;
 mod error;
 pub mod idempotency;
 pub mod jobs;
+pub mod kommo;
 pub mod rate_budget;
 pub mod request_log;
 mod rows;

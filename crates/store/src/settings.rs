@@ -9,6 +9,10 @@ use crate::{Result, Store, StoreError};
 
 const ADMIN_TOKEN_HASH: &str = "admin.token_sha256";
 
+/// The job kind whose payload holds a sealed Kommo authorisation code (`code_sealed`, bound
+/// to `connection_id`), re-sealed by a master key rotation.
+pub const KOMMO_CONNECT_JOB: &str = "kommo.connect";
+
 /// SHA-256 is enough here: admin tokens are 256-bit random values (or operator-chosen and
 /// compared the same way), so there is nothing for a slow hash to protect against guessing.
 pub fn hash_admin_token(token: &str) -> String {
@@ -89,6 +93,18 @@ impl Store {
             // Connectors' state: sessions, and template connections' call-id → record maps,
             // which must survive a rotation (losing one would log a call twice).
             ("SELECT key, sealed FROM auth_state", "UPDATE auth_state SET sealed = $2 WHERE key = $1", "auth_state"),
+            // Kommo: the webhook destinations (their URL carries a secret) and the widget's
+            // Unisender API keys.
+            (
+                "SELECT connection_id, destination_sealed FROM kommo_webhooks",
+                "UPDATE kommo_webhooks SET destination_sealed = $2 WHERE connection_id = $1",
+                "kommo_webhook",
+            ),
+            (
+                "SELECT connection_id, unisender_api_key_sealed FROM kommo_widget_settings",
+                "UPDATE kommo_widget_settings SET unisender_api_key_sealed = $2 WHERE connection_id = $1",
+                "kommo_widget",
+            ),
         ] {
             let rows: Vec<(String, String)> =
                 on_tx!(&mut tx, |conn| sqlx::query_as(select).fetch_all(&mut *conn).await)?;
@@ -101,6 +117,36 @@ impl Store {
                 })?;
                 resealed += 1;
             }
+        }
+
+        // A Kommo connect job carries its authorisation code sealed in its payload.
+        let jobs: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as("SELECT id, payload FROM jobs WHERE kind = $1")
+                .bind(KOMMO_CONNECT_JOB)
+                .fetch_all(&mut *conn)
+                .await
+        })?;
+        for (id, payload) in jobs {
+            let mut payload: serde_json::Value =
+                serde_json::from_str(&payload).map_err(|e| StoreError::corrupt("job", &id, e))?;
+            let (Some(connection), Some(sealed)) = (
+                payload.get("connection_id").and_then(|v| v.as_str()).map(str::to_owned),
+                payload.get("code_sealed").and_then(|v| v.as_str()).map(str::to_owned),
+            ) else {
+                continue;
+            };
+            let context = format!("kommo_code:{connection}");
+            payload["code_sealed"] = seal_with(&new_key, &old.open(&sealed, &context)?, &context).into();
+            let payload = payload.to_string();
+            on_tx!(&mut tx, |conn| {
+                sqlx::query("UPDATE jobs SET payload = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(&payload)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            resealed += 1;
         }
 
         let check = seal_with(&new_key, crate::vault::CHECK_PLAINTEXT, crate::vault::CHECK_KEY);

@@ -72,6 +72,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connection(ConnectionCommand::Test { tenant, id }) => {
             records::test_connection(settings, &tenant.tenant, &id).await
         }
+        Command::Connection(ConnectionCommand::Connect { tenant, id, mode }) => {
+            records::connect(settings, &tenant.tenant, &id, &mode).await
+        }
         Command::Connection(command) => {
             let policy = crmhub_connectors::http::AddressPolicy::new(settings.outbound_policy()?.allow_private);
             records::connection(open_store(&settings).await?, policy, command).await

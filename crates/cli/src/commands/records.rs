@@ -129,6 +129,7 @@ pub async fn connection(
             print_json(&store.connections(tenant).replace_credentials(connection_id(&id)?, credentials).await?)
         }
         ConnectionCommand::Test { .. } => unreachable!("connection test runs with the outbound client"),
+        ConnectionCommand::Connect { .. } => unreachable!("connection connect runs with the connectors"),
         ConnectionCommand::Requests { tenant, id, limit } => {
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             print_json(&store.request_log(tenant).list(connection_id(&id)?, limit, None).await?)
@@ -203,5 +204,27 @@ pub async fn test_connection(settings: crmhub_server::Settings, slug: &str, id: 
     if !report.ok {
         bail!("the connection test failed");
     }
+    Ok(())
+}
+
+/// `crmhub connection connect`: the same as `POST …/oauth/start`; prints the URL to open.
+pub async fn connect(settings: crmhub_server::Settings, slug: &str, id: &str, mode: &str) -> anyhow::Result<()> {
+    let mode = crmhub_store::kommo::AuthorizeMode::parse(mode)
+        .with_context(|| format!("--mode {mode:?}: use popup or post_message"))?;
+    let (state, log_writer) =
+        crmhub_server::AppState::build(settings, std::sync::Arc::new(crmhub_core::SystemClock)).await?;
+    let started = async {
+        let tenant = tenant_id(&state.store, slug).await?;
+        let tenant = state.store.tenants().get(tenant).await?;
+        let connection = state.store.connections(tenant.id).get(connection_id(id)?).await?;
+        crmhub_server::kommo::start_authorization(&state, &tenant, &connection, mode)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    log_writer.finish().await;
+    let started = started?;
+    println!("{}", started.authorize_url);
+    eprintln!("open this URL as the Kommo user within 20 minutes; it works once");
     Ok(())
 }

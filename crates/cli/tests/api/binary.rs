@@ -60,6 +60,7 @@ fn every_command_has_help() {
         &["connection", "rotate-credentials"],
         &["connection", "requests"],
         &["connection", "delete"],
+        &["connection", "connect"],
         &["jobs"],
         &["jobs", "list"],
         &["jobs", "redrive"],

@@ -121,9 +121,11 @@ async fn remove(
     State(state): State<AppState>,
     PathParams((slug, id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let tenant = tenant_id(&state, &slug).await?;
+    let tenant = super::tenant(&state, &slug).await?;
     let id = connection_id(&id)?;
-    state.store.connections(tenant).delete(id).await?;
+    let connection = state.store.connections(tenant.id).get(id).await?;
+    crate::kommo::unregister_on_delete(&state, &tenant, &connection).await;
+    state.store.connections(tenant.id).delete(id).await?;
     state.crms.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }

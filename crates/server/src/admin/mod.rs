@@ -12,6 +12,7 @@ use axum::Router;
 use crmhub_core::{TenantId, TenantSlug};
 
 pub use auth::AdminAuth;
+pub(crate) use connections::connection_id;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -14,6 +14,7 @@ mod idempotency;
 mod isolation;
 mod job_connections;
 mod jobs;
+mod kommo;
 mod records;
 mod schema;
 mod sync;

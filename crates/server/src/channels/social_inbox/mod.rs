@@ -14,7 +14,7 @@ mod admin;
 mod card;
 mod failure;
 mod flights;
-mod html;
+pub(crate) mod html;
 mod iframe;
 pub mod links;
 mod lookup;
