@@ -19,6 +19,7 @@ pub mod ops;
 pub mod request_log_writer;
 pub mod startup;
 pub mod state;
+pub mod sync;
 pub mod telemetry;
 pub mod templates;
 

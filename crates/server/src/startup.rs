@@ -33,9 +33,16 @@ pub struct ApplicationBuilder {
     /// Kinds added by tests and embedders, beside the product's own.
     handlers: Vec<(String, Arc<dyn JobHandler>)>,
     extra_routes: Option<Router<AppState>>,
+    /// Where sync pipelines write (tests substitute an in-memory list).
+    destinations: Arc<dyn crate::sync::DestinationResolver>,
 }
 
 impl ApplicationBuilder {
+    pub fn sync_destinations(mut self, destinations: Arc<dyn crate::sync::DestinationResolver>) -> Self {
+        self.destinations = destinations;
+        self
+    }
+
     /// Serve on an already bound listener (tests bind `127.0.0.1:0`).
     pub fn listener(mut self, listener: TcpListener) -> Self {
         self.listener = Some(listener);
@@ -75,6 +82,7 @@ impl ApplicationBuilder {
         let mut registry = JobRegistry::new(JobContext::new(&state));
         maintenance::register(&mut registry, &state.settings);
         channels::calls::register_jobs(&mut registry);
+        crate::sync::register_jobs(&mut registry, self.destinations.clone());
         kommo::register_jobs(&mut registry);
         for (kind, handler) in self.handlers {
             registry.register(&kind, handler);
@@ -156,6 +164,7 @@ impl Application {
             clock: Arc::new(SystemClock),
             handlers: Vec::new(),
             extra_routes: None,
+            destinations: Arc::new(crate::sync::UnisenderDestinations),
         }
     }
 
@@ -222,7 +231,12 @@ impl Application {
                 self.state.jobs_wake.clone(),
                 maintenance_stop.clone(),
             ));
-            (Some(pool), Some(housekeeping))
+            let scheduler = tokio::spawn(crate::sync::run_scheduler(
+                self.state.store.clone(),
+                self.state.jobs_wake.clone(),
+                maintenance_stop.clone(),
+            ));
+            (Some(pool), Some((housekeeping, scheduler)))
         } else {
             (None, None)
         };
@@ -244,8 +258,9 @@ impl Application {
             pool.shutdown(grace).await;
         }
         maintenance_stop.cancel();
-        if let Some(task) = housekeeping {
-            let _ = task.await;
+        if let Some((housekeeping, scheduler)) = housekeeping {
+            let _ = housekeeping.await;
+            let _ = scheduler.await;
         }
         self.log_writer.finish().await;
         self.state.store.close().await;
