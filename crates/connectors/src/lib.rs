@@ -241,8 +241,6 @@ pub fn validate(
         // Template connections are checked against their template (`template::connection_values`)
         // by whoever resolved the template.
         ConnectorKind::Template(_) => Ok(()),
-        // A kind whose connector is not built yet is refused before anything is stored, rather
-        // than stored and failing at its first use.
         ConnectorKind::Kommo => kommo::validate(host, fields, credentials),
         ConnectorKind::Unisender => unisender::validate(host, fields, credentials),
     }
