@@ -9,6 +9,7 @@ pub mod http;
 pub mod kommo;
 mod masked;
 pub mod template;
+pub mod unisender;
 pub mod vtiger;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub struct Connectors {
     auth: SharedAuth,
     call_maps: Arc<dyn CallMapStore>,
     kommo: kommo::KommoShared,
+    unisender: unisender::UnisenderShared,
 }
 
 impl Connectors {
@@ -69,6 +71,7 @@ impl Connectors {
             auth,
             call_maps: Arc::new(call_maps::MemoryCallMaps::default()),
             kommo: kommo::KommoShared::default(),
+            unisender: unisender::UnisenderShared::default(),
         }
     }
 
@@ -108,6 +111,30 @@ impl Connectors {
                 kommo::build(self.http.clone(), self.auth.clone(), context(&spec, lane), &self.kommo, &spec)
             }
             other => Err(CrmError::validation("kind", format!("a {other} connection is not a Kommo connection"))),
+        }
+    }
+
+    /// Each Unisender API key's call budget (default [`unisender::RATE`]).
+    pub fn with_unisender_rate(mut self, rate: http::RateSpec) -> Self {
+        self.unisender.rate = rate;
+        self
+    }
+
+    /// How long an importContacts attempt may go unanswered before it is sent again (default
+    /// [`unisender::IMPORT_TIMEOUT`], Unisender's own server timeout).
+    pub fn with_unisender_import_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.unisender.import_timeout = timeout;
+        self
+    }
+
+    /// The Unisender connector (a destination, not a CRM: it has its own methods, whose
+    /// errors carry no credential).
+    pub fn unisender(&self, spec: ConnectionSpec<'_>, lane: Lane) -> Result<Arc<unisender::Unisender>, CrmError> {
+        match spec.kind {
+            ConnectorKind::Unisender => {
+                unisender::build(self.http.clone(), context(&spec, lane), self.unisender, &spec)
+            }
+            other => Err(CrmError::validation("kind", format!("a {other} connection is not a Unisender connection"))),
         }
     }
 
@@ -214,9 +241,7 @@ pub fn validate(
         // Template connections are checked against their template (`template::connection_values`)
         // by whoever resolved the template.
         ConnectorKind::Template(_) => Ok(()),
-        // A kind whose connector is not built yet is refused before anything is stored, rather
-        // than stored and failing at its first use.
         ConnectorKind::Kommo => kommo::validate(host, fields, credentials),
-        other @ ConnectorKind::Unisender => Err(unavailable(other)),
+        ConnectorKind::Unisender => unisender::validate(host, fields, credentials),
     }
 }

@@ -51,6 +51,7 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     pub request_log: RequestLogSettings,
     pub call_maps: CallMapSettings,
+    pub kommo: KommoSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -167,6 +168,12 @@ pub struct CallMapSettings {
     pub retention_days: u32,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KommoSettings {
+    pub ip_block_pause_secs: u64,
+}
+
 /// `config check` prints the effective settings; secrets show only whether they are set.
 fn redact_nonempty<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(if value.is_empty() { "" } else { "[redacted]" })
@@ -256,6 +263,9 @@ impl Settings {
                 "jobs.backoff_max_secs",
                 "must be at least jobs.backoff_base_secs (which must be ≥ 1)",
             ));
+        }
+        if !(10..=86_400).contains(&self.kommo.ip_block_pause_secs) {
+            return Err(invalid("kommo.ip_block_pause_secs", "must be between 10 and 86400"));
         }
         if self.call_maps.retention_days == 0 {
             return Err(invalid("call_maps.retention_days", "must be at least 1"));

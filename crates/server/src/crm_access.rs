@@ -188,6 +188,9 @@ pub async fn check(
                 CrmError::AuthFailed(_) => {
                     connections.set_status(connection.id, ConnectionStatus::NeedsReauth, Some(&message)).await?
                 }
+                // Being told to wait says nothing new about the connection, and must not
+                // overwrite the reason it is failing (a Kommo IP block names its pause there).
+                CrmError::RateLimited { .. } => {}
                 _ => connections.record_health(connection.id, Err(&message)).await?,
             }
             let status = connections.get(connection.id).await?.status;

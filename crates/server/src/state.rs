@@ -61,6 +61,7 @@ impl AppState {
         let connectors = Connectors::new(http.clone(), SharedAuth::new(Arc::new(store.clone())))
             .with_call_maps(Arc::new(store.clone()))
             .with_kommo_redirect_uri(redirect)
+            .with_kommo_block_pause(std::time::Duration::from_secs(settings.kommo.ip_block_pause_secs))
             // Kommo answered 403 (an IP block): the connector pauses the host; crmhub marks its
             // connections failing until then, and schedules their return.
             .on_host_blocked(Arc::new(move |block: crmhub_connectors::kommo::HostBlock| {

@@ -6,6 +6,7 @@
 pub mod json_crm;
 pub mod kommo;
 pub mod sms;
+pub mod unisender;
 pub mod vtiger;
 
 mod support;

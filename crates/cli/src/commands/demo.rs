@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::calls;
 use super::channel;
+use super::kommo_demo;
 use super::serve::Signals;
 use super::templates_demo;
 
@@ -48,6 +49,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
 
     let crm = start_vtiger().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    // Kommo redirects the browser to crmhub's own address: the port bound, not the one asked for.
+    settings.server.public_url = format!("http://{}", listener.local_addr()?);
     let mut app = Application::builder(settings).listener(listener).build().await?;
     let base = format!("http://{}", app.local_addr());
     let setup = seed_tenant(app.state(), &crm).await?;
@@ -63,6 +66,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let social =
         channel::configure_demo(app.state(), "demo", setup.connection, DEMO_SECRET, &public_url, &susan).await?;
     let pbx = calls::configure_demo(app.state(), "demo", setup.connection, SUSAN_MOBILE).await?;
+    let kommo = kommo_demo::start(&public_url).await?;
+    let kommo_connection = kommo_demo::seed_tenant(app.state(), &kommo).await?;
 
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
     let admin_token = app.take_generated_admin_token();
@@ -125,8 +130,34 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("  Test the connection: POST {base}/admin/v1/tenants/shop/connections/{shop}/test");
     println!("  The template: GET {base}/admin/v1/templates/contactbook (format: docs/templates.md)");
     println!();
+    println!(
+        "Tenant `{}` reaches a simulated Kommo account ({}, {}), connected at every start through Kommo's OAuth flow:",
+        kommo_demo::TENANT,
+        kommo.account_domain(),
+        kommo.base_url()
+    );
+    println!(
+        "  Test the connection: POST {base}/admin/v1/tenants/{}/connections/{kommo_connection}/test",
+        kommo_demo::TENANT
+    );
+    println!(
+        "  Connect again (the authorize URL to open): POST {base}/admin/v1/tenants/{}/connections/{kommo_connection}/oauth/start",
+        kommo_demo::TENANT
+    );
+    println!();
     println!("Health: {base}/healthz  Ready: {base}/readyz  Metrics: {base}/metrics");
     println!("Press Ctrl-C to stop.");
+    let state = app.state().clone();
+    let at = base.clone();
+    tokio::spawn(async move {
+        match kommo_demo::connect(&state, &at, kommo_connection).await {
+            Ok(()) => println!(
+                "Kommo: tenant `{}` is connected (the simulated user consented, crmhub exchanged the code and stored the tokens sealed).",
+                kommo_demo::TENANT
+            ),
+            Err(e) => eprintln!("Kommo: connecting the demo account failed: {e:#}"),
+        }
+    });
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
         signals.wait().await;
@@ -135,6 +166,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let result = app.run_until_stopped().await;
     crm.shutdown().await;
     book.shutdown().await;
+    kommo.shutdown().await;
     result
 }
 

@@ -7,6 +7,8 @@ pub(crate) mod channel_keys;
 mod demo;
 mod jobs;
 mod keys;
+#[cfg(feature = "demo")]
+mod kommo_demo;
 mod records;
 mod serve;
 mod templates;
@@ -71,6 +73,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(command) => records::tenant(open_store(&settings).await?, command).await,
         Command::Connection(ConnectionCommand::Test { tenant, id }) => {
             records::test_connection(settings, &tenant.tenant, &id).await
+        }
+        Command::Connection(ConnectionCommand::Delete { tenant, id }) => {
+            records::delete_connection(settings, &tenant.tenant, &id).await
         }
         Command::Connection(ConnectionCommand::Connect { tenant, id, mode }) => {
             records::connect(settings, &tenant.tenant, &id, &mode).await

@@ -134,12 +134,7 @@ pub async fn connection(
             let tenant = tenant_id(&store, &tenant.tenant).await?;
             print_json(&store.request_log(tenant).list(connection_id(&id)?, limit, None).await?)
         }
-        ConnectionCommand::Delete { tenant, id } => {
-            let tenant = tenant_id(&store, &tenant.tenant).await?;
-            store.connections(tenant).delete(connection_id(&id)?).await?;
-            eprintln!("connection {id} deleted");
-            Ok(())
-        }
+        ConnectionCommand::Delete { .. } => unreachable!("connection delete runs with the outbound client"),
     }
 }
 
@@ -204,6 +199,26 @@ pub async fn test_connection(settings: crmhub_server::Settings, slug: &str, id: 
     if !report.ok {
         bail!("the connection test failed");
     }
+    Ok(())
+}
+
+/// `crmhub connection delete`: what the admin API's delete does, a Kommo connection's webhook
+/// destination unregistered at Kommo first (best effort), so that Kommo stops calling it.
+pub async fn delete_connection(settings: crmhub_server::Settings, slug: &str, id: &str) -> anyhow::Result<()> {
+    let (state, log_writer) =
+        crmhub_server::AppState::build(settings, std::sync::Arc::new(crmhub_core::SystemClock)).await?;
+    let deleted = async {
+        let tenant = tenant_id(&state.store, slug).await?;
+        let tenant = state.store.tenants().get(tenant).await?;
+        let connection = state.store.connections(tenant.id).get(connection_id(id)?).await?;
+        crmhub_server::kommo::unregister_on_delete(&state, &tenant, &connection).await;
+        state.store.connections(tenant.id).delete(connection.id).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    log_writer.finish().await;
+    deleted?;
+    eprintln!("connection {id} deleted");
     Ok(())
 }
 

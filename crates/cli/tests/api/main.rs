@@ -26,6 +26,7 @@ mod instances;
 mod job_context;
 mod jobs;
 mod kommo;
+mod kommo_demo;
 mod kommo_sim;
 mod kommo_widget;
 mod operations;

@@ -3,4 +3,5 @@
 mod kommo;
 mod odd_answers;
 mod template;
+mod unisender;
 mod vtiger;
