@@ -5,6 +5,7 @@ mod auth;
 pub mod channel_keys;
 mod connections;
 mod jobs;
+mod sync;
 mod templates;
 mod tenants;
 
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(channel_keys::router())
         .merge(jobs::router())
         .merge(templates::router())
+        .merge(sync::router())
 }
 
 /// Resolves a tenant slug from a path. A slug that cannot exist is simply not found.

@@ -39,6 +39,7 @@ use uuid::Uuid;
 pub use backfill::{BackfillSlice, backfill_slice};
 pub use destination::{
     DestinationResolver, DestinationRow, ImportOutcome, RowRefusal, SyncDestination, UnisenderDestinations,
+    UnisenderList, unisender_of,
 };
 pub use mirror::{Engine, Mirrored, SourceContact};
 pub use pipeline::{PipelineInput, SOURCE_FIELDS, ValidatedPipeline, validate_field_map};

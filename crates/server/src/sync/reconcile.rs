@@ -59,7 +59,7 @@ pub async fn reconcile(engine: &Engine<'_>) -> Result<ReconcileReport, SyncError
     loop {
         let batch = engine.dest.export(&pipeline.list_id, offset, EXPORT_PAGE).await?;
         let n = batch.len() as u64;
-        listed.extend(batch.iter().map(|e| normal_email(e)));
+        listed.extend(batch.iter().flatten().map(|e| normal_email(e)));
         if n < EXPORT_PAGE {
             break;
         }

@@ -168,8 +168,8 @@ impl SyncDestination for FakeList {
         Ok(())
     }
 
-    async fn export(&self, _list: &str, offset: u64, limit: u64) -> Result<Vec<String>, CrmError> {
-        Ok(self.members().into_iter().skip(offset as usize).take(limit as usize).collect())
+    async fn export(&self, _list: &str, offset: u64, limit: u64) -> Result<Vec<Option<String>>, CrmError> {
+        Ok(self.members().into_iter().skip(offset as usize).take(limit as usize).map(Some).collect())
     }
 }
 
