@@ -34,4 +34,5 @@ mod rate_budget;
 mod secrets;
 mod social_inbox;
 mod social_inbox_load;
+mod sync;
 mod templates;
