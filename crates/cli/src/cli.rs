@@ -80,6 +80,9 @@ pub enum Command {
     ChannelKey(crate::commands::channel_keys::ChannelKeyCommand),
     /// Print a signed social-inbox URL, as the platform would send it, for testing by hand.
     Sign(crate::commands::channel::SignArgs),
+    /// Contact sync: pipelines from a CRM into a Unisender list, backfills and reconciliations.
+    #[command(subcommand)]
+    Sync(crate::commands::sync::SyncCommand),
     /// Manage the master key that encrypts secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),

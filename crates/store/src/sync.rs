@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use crmhub_core::{ConnectionId, TenantId, UnixMillis};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
+pub use uuid::Uuid;
 
 use crate::db::{Tx, on_pool, on_tx};
 use crate::error::on_unique;

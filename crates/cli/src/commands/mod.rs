@@ -11,6 +11,7 @@ mod keys;
 mod kommo_demo;
 mod records;
 mod serve;
+pub(crate) mod sync;
 mod templates;
 #[cfg(feature = "demo")]
 mod templates_demo;
@@ -90,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calls(command) => calls::run(&settings, command).await,
         Command::ChannelKey(command) => channel_keys::run(open_store(&settings).await?, command).await,
         Command::Sign(args) => channel::sign(&settings, open_store(&settings).await?, args).await,
+        Command::Sync(command) => sync::run(settings, command).await,
         Command::Keys(command) => keys::run(&settings, command).await,
         Command::AdminToken(command) => keys::admin_token(&settings, open_store(&settings).await?, command).await,
     }

@@ -268,3 +268,41 @@ async fn a_polled_vtiger_source_mirrors_into_unisender() {
     assert_eq!(members, BTreeSet::from(["ann@example.com".to_owned(), "bob@example.com".to_owned()]));
     assert_eq!(unisender.rows_received("ann@example.com"), 1, "the poll sends only what changed");
 }
+
+#[tokio::test]
+async fn the_cli_runs_a_reconciliation_and_reports_progress_lines_off_a_terminal() {
+    let s = setup().await;
+    s.kommo.add_contact(person(1, &["cli@example.com"]));
+    create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+    let dir = s.app.dir.path().to_path_buf();
+    let database = s.app.settings.database.url.clone();
+    let run = move |args: &[&str]| {
+        let mut command = crate::binary::crmhub();
+        command.env("CRMHUB_DATA_DIR", &dir).env("CRMHUB_OUTBOUND__ALLOW_PRIVATE", "[\"127.0.0.1\"]");
+        if !database.is_empty() {
+            command.env("CRMHUB_DATABASE__URL", &database);
+        }
+        command.args(args).output().unwrap()
+    };
+    // The app's workers run the job; the CLI follows it.
+    let output = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["sync", "run", "--tenant", "acme", "--pipeline", "main", "--kind", "reconcile", "--wait"])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("reconcile done: ")), "plain progress lines: {stderr}");
+    assert!(!stderr.contains('\r'), "no bar off a terminal: {stderr:?}");
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["status"], "done", "{shown}");
+    let status =
+        tokio::task::spawn_blocking(move || run(&["sync", "status", "--tenant", "acme", "--pipeline", "main"]))
+            .await
+            .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["runs"].as_array().unwrap().len(), 2, "{status}");
+}

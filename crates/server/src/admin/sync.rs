@@ -11,9 +11,8 @@ use crmhub_connectors::http::Lane;
 use crmhub_connectors::unisender::{ContactType, ImportRow};
 use crmhub_core::ConnectorKind;
 use crmhub_core::crm::{ChangeCursor, CrmError};
-use crmhub_store::StoreError;
 use crmhub_store::connections::Connection;
-use crmhub_store::sync::{Pipeline, PipelineStatus, PipelineUpdate, RunKind, RunStatus, SyncRun};
+use crmhub_store::sync::{Pipeline, PipelineStatus, PipelineUpdate, RunKind};
 use crmhub_store::tenants::Tenant;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -62,31 +61,7 @@ async fn find_pipeline(state: &AppState, tenant: &Tenant, raw: &str) -> ApiResul
     }
 }
 
-/// A run with its rate (contacts per second) and, when the total is known, the seconds left.
-fn run_view(run: &SyncRun) -> Value {
-    let end = run.finished_at.unwrap_or(run.updated_at);
-    let secs = ((end - run.started_at) as f64 / 1000.0).max(0.001);
-    let rate = run.done as f64 / secs;
-    let eta = match (run.status, run.total) {
-        (RunStatus::Running, Some(total)) if rate > 0.0 => {
-            Some(((total.saturating_sub(run.done)) as f64 / rate).ceil() as u64)
-        }
-        _ => None,
-    };
-    let mut value = serde_json::to_value(run).unwrap_or_default();
-    value["rate_per_sec"] = json!((rate * 100.0).round() / 100.0);
-    value["eta_secs"] = json!(eta);
-    value
-}
-
-async fn connection_field(state: &AppState, tenant: &Tenant, field: &str, raw: &str) -> ApiResult<Connection> {
-    let id = raw.parse().map_err(|_| ApiError::invalid(field, format!("{raw:?} is not a connection id")))?;
-    match state.store.connections(tenant.id).get(id).await {
-        Ok(c) => Ok(c),
-        Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(field, "no such connection in this tenant")),
-        Err(e) => Err(e.into()),
-    }
-}
+use crate::sync::run_view;
 
 async fn create(
     _: AdminAuth,
@@ -95,20 +70,7 @@ async fn create(
     JsonBody(input): JsonBody<pipeline::PipelineInput>,
 ) -> ApiResult<impl IntoResponse> {
     let tenant = tenant(&state, &slug).await?;
-    let source = connection_field(&state, &tenant, "source_connection_id", &input.source_connection_id).await?;
-    let destination =
-        connection_field(&state, &tenant, "destination_connection_id", &input.destination_connection_id).await?;
-    let capabilities = match state.crms.crm(&state.store, &state.connectors, &tenant, &source, Lane::Interactive).await
-    {
-        Ok(crm) => crm.capabilities().to_vec(),
-        Err(AccessError::Crm(e)) => {
-            return Err(ApiError::invalid("source_connection_id", format!("cannot be a source: {e}")));
-        }
-        Err(AccessError::Store(e)) => return Err(e.into()),
-    };
-    let valid = pipeline::validate(input, &source, &capabilities, &destination)?;
-    let (pipeline, start) =
-        state.store.sync(tenant.id).create_pipeline_with_run(valid.0, RunKind::Backfill, sync::first_run_job).await?;
+    let (pipeline, start) = sync::create_pipeline(&state, &tenant, input).await?;
     state.jobs_wake.notify_waiters();
     tracing::info!(tenant = %slug, pipeline = %pipeline.id, "sync pipeline created; backfill started");
     let mut body = serde_json::to_value(&pipeline).unwrap_or_default();

@@ -110,6 +110,60 @@ pub fn first_run_job(pipeline: &Pipeline, run: &SyncRun) -> NewJob {
     run_job(RunKind::Backfill, run, pipeline.source_connection_id)
 }
 
+/// A run as the API and the CLI show it: its row, plus `rate_per_sec` (contacts a second so
+/// far) and `eta_secs` (when the total is known and it is running).
+pub fn run_view(run: &SyncRun) -> serde_json::Value {
+    let end = run.finished_at.unwrap_or(run.updated_at);
+    let secs = ((end - run.started_at) as f64 / 1000.0).max(0.001);
+    let rate = run.done as f64 / secs;
+    let eta = match (run.status, run.total) {
+        (crmhub_store::sync::RunStatus::Running, Some(total)) if rate > 0.0 => {
+            Some((total.saturating_sub(run.done) as f64 / rate).ceil() as u64)
+        }
+        _ => None,
+    };
+    let mut value = serde_json::to_value(run).unwrap_or_default();
+    value["rate_per_sec"] = json!((rate * 100.0).round() / 100.0);
+    value["eta_secs"] = json!(eta);
+    value
+}
+
+/// Checks a pipeline against its connections and stores it with its first backfill (one
+/// transaction): what `POST …/sync/pipelines` and `crmhub sync pipeline create` do. Every
+/// refusal is a 422 naming the field, and then nothing is stored.
+pub async fn create_pipeline(
+    state: &crate::state::AppState,
+    tenant: &crmhub_store::tenants::Tenant,
+    input: PipelineInput,
+) -> Result<(Pipeline, RunStart), crate::error::ApiError> {
+    use crate::error::ApiError;
+    async fn connection_field(
+        state: &crate::state::AppState,
+        tenant: &crmhub_store::tenants::Tenant,
+        field: &str,
+        raw: &str,
+    ) -> Result<crmhub_store::connections::Connection, ApiError> {
+        let id = raw.parse().map_err(|_| ApiError::invalid(field, format!("{raw:?} is not a connection id")))?;
+        match state.store.connections(tenant.id).get(id).await {
+            Ok(c) => Ok(c),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(field, "no such connection in this tenant")),
+            Err(e) => Err(e.into()),
+        }
+    }
+    let source = connection_field(state, tenant, "source_connection_id", &input.source_connection_id).await?;
+    let destination =
+        connection_field(state, tenant, "destination_connection_id", &input.destination_connection_id).await?;
+    let capabilities = match state.crms.crm(&state.store, &state.connectors, tenant, &source, Lane::Interactive).await {
+        Ok(crm) => crm.capabilities().to_vec(),
+        Err(AccessError::Crm(e)) => {
+            return Err(ApiError::invalid("source_connection_id", format!("cannot be a source: {e}")));
+        }
+        Err(AccessError::Store(e)) => return Err(e.into()),
+    };
+    let valid = pipeline::validate(input, &source, &capabilities, &destination)?;
+    Ok(state.store.sync(tenant.id).create_pipeline_with_run(valid.0, RunKind::Backfill, first_run_job).await?)
+}
+
 /// The sync job kinds, with how they reach the destination.
 pub fn register_jobs(registry: &mut JobRegistry, destinations: Arc<dyn DestinationResolver>) {
     let handler = Arc::new(SyncJobs { destinations });
