@@ -35,3 +35,4 @@ mod secrets;
 mod social_inbox;
 mod social_inbox_load;
 mod templates;
+mod unisender;
