@@ -158,7 +158,7 @@ pub enum ConnectionCommand {
         tenant: TenantArg,
         #[arg(long)]
         name: String,
-        /// vtiger, kommo or template:<name> (unisender is refused until its connector ships).
+        /// vtiger, kommo, unisender or template:<name>.
         #[arg(long)]
         kind: String,
         /// Base URL of the remote installation (https:// assumed when no scheme is given).

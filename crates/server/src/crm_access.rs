@@ -77,6 +77,18 @@ impl CrmRegistry {
         self.built.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The Unisender account behind a `unisender` connection (built per use: it keeps no cache).
+    pub async fn unisender(
+        &self,
+        store: &Store,
+        connectors: &Connectors,
+        tenant: &Tenant,
+        connection: &Connection,
+    ) -> Result<Arc<crmhub_connectors::unisender::Unisender>, AccessError> {
+        let (credentials, template) = self.parts(store, tenant, connection).await?;
+        Ok(connectors.unisender(spec(tenant, connection, &credentials, &template), Lane::Background)?)
+    }
+
     /// The SMS provider behind an `sms` template connection.
     pub async fn sms(
         &self,
@@ -164,10 +176,19 @@ pub async fn check(
     connection: &Connection,
 ) -> Result<CheckReport, crmhub_store::StoreError> {
     let connections = store.connections(tenant.id);
-    let outcome = match registry.crm(store, connectors, tenant, connection, Lane::Interactive).await {
-        Ok(crm) => crm.check().await.map(|check| (crm.capabilities().to_vec(), check)),
-        Err(AccessError::Crm(e)) => Err(e),
-        Err(AccessError::Store(e)) => return Err(e),
+    let outcome = if connection.kind == ConnectorKind::Unisender {
+        // A destination, not a CRM: its own check, and no CRM capabilities.
+        match registry.unisender(store, connectors, tenant, connection).await {
+            Ok(unisender) => unisender.check().await.map(|check| (Vec::new(), check)),
+            Err(AccessError::Crm(e)) => Err(e),
+            Err(AccessError::Store(e)) => return Err(e),
+        }
+    } else {
+        match registry.crm(store, connectors, tenant, connection, Lane::Interactive).await {
+            Ok(crm) => crm.check().await.map(|check| (crm.capabilities().to_vec(), check)),
+            Err(AccessError::Crm(e)) => Err(e),
+            Err(AccessError::Store(e)) => return Err(e),
+        }
     };
     match outcome {
         // Nothing could be sent: not a pass, and not the CRM's failure either.

@@ -175,6 +175,23 @@ impl Store {
         self.load_connections(ids).await
     }
 
+    /// The tenant and secret hash of the webhook destination of `connection`: a delivery's path
+    /// names only the connection (Kommo knows nothing of tenants), so this one lookup is across
+    /// tenants; every read after it is scoped by the tenant it returns.
+    pub async fn kommo_webhook_owner(&self, connection: ConnectionId) -> Result<Option<(TenantId, String)>> {
+        let row: Option<(String, String)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT tenant_id, secret_hash FROM kommo_webhooks WHERE connection_id = $1")
+                .bind(connection.to_string())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(|(tenant, hash)| {
+            let tenant = tenant.parse().map_err(|e| StoreError::corrupt("kommo webhook", connection.to_string(), e))?;
+            Ok((tenant, hash))
+        })
+        .transpose()
+    }
+
     /// Connections of `kind` in every tenant (Kommo keeps few: refreshes, widget installs).
     pub async fn connections_of_kind(&self, kind: &ConnectorKind) -> Result<Vec<Connection>> {
         let ids: Vec<(String, String)> = on_pool!(&self.db, |pool| {

@@ -69,8 +69,8 @@ async fn invalid_connections_name_the_field() {
         (json!({"name": "M", "kind": "salesforce", "host": "x.io"}), "kind"),
         // A kommo connection needs an integration (or a long-lived token).
         (json!({"name": "M", "kind": "kommo", "host": "x.kommo.com"}), "credentials.client_id"),
-        // Kinds whose connectors are not built yet are refused, not stored to fail later.
-        (json!({"name": "M", "kind": "unisender", "host": "api.unisender.com"}), "kind"),
+        // A unisender connection needs its API key.
+        (json!({"name": "M", "kind": "unisender", "host": "api.unisender.com"}), "credentials.api_key"),
         (json!({"name": "M", "kind": "vtiger", "host": "ftp://x.io"}), "host"),
         (json!({"name": "M", "kind": "vtiger", "host": "https://user:pw@x.io"}), "host"),
         (json!({"name": "", "kind": "vtiger", "host": "x.io"}), "name"),

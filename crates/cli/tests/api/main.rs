@@ -36,3 +36,4 @@ mod social_inbox;
 mod social_inbox_load;
 mod sync;
 mod templates;
+mod unisender;

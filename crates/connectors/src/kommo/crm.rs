@@ -43,7 +43,7 @@ impl Kommo {
             .ok_or_else(|| CrmError::NotFound { what: format!("Kommo contact {id:?}") })
     }
 
-    async fn list(&self, query: &[(&str, String)]) -> Result<(Vec<V4Contact>, Option<u32>), CrmError> {
+    pub(super) async fn list(&self, query: &[(&str, String)]) -> Result<(Vec<V4Contact>, Option<u32>), CrmError> {
         match self.get("contacts", query).await? {
             Answer::Json(body) => contacts::page(&body),
             Answer::Empty => Ok((Vec::new(), None)),

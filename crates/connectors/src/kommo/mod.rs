@@ -13,6 +13,7 @@ mod crm;
 mod pause;
 mod tokens;
 pub mod webhook;
+mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::http::{CallContext, HttpClient, RateSpec};
 
 pub use pause::{HostBlock, HostBlockListener, HostPauses};
 pub use tokens::Connected;
+pub use writes::{BATCH, ContactWrite};
 
 /// The events crmhub subscribes to when a pipeline mirrors an account's contacts.
 pub const WEBHOOK_EVENTS: [&str; 4] = ["add_contact", "update_contact", "delete_contact", "restore_contact"];

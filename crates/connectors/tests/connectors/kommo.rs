@@ -473,3 +473,61 @@ async fn the_simulators_deliveries_parse_into_every_change() {
     let deleted = events.iter().find(|e| e.action == Action::Delete && e.id == id).expect("the delete");
     assert!(deleted.emails.is_empty() && deleted.name.is_none(), "a delete carries only id and type");
 }
+
+#[tokio::test]
+async fn batches_map_ids_back_and_a_timed_out_batch_is_split_without_duplicates() {
+    use crmhub_connectors::kommo::ContactWrite;
+    let f = fixture(KommoSimOptions { rate_limit: None, seed_contacts: 0, ..KommoSimOptions::default() }).await;
+    let (kommo, _) = f.connected().await;
+    let people = |n: usize, tag: &str| -> Vec<ContactWrite> {
+        (0..n)
+            .map(|i| ContactWrite {
+                first_name: Some(format!("{tag}{i}")),
+                last_name: Some("Person".into()),
+                emails: vec![format!("{tag}{i}@example.com").to_lowercase()],
+                ..ContactWrite::default()
+            })
+            .collect()
+    };
+    let posts =
+        || f.log.0.lock().unwrap().iter().filter(|e| e.method == "POST" && e.url.ends_with("/api/v4/contacts")).count();
+    // 60 contacts are two requests (50 + 10), their ids in the input's order.
+    let before = f.sim.contact_count();
+    let ids = kommo.create_contacts(&people(60, "Batch")).await.unwrap();
+    assert_eq!(posts(), 2);
+    assert_eq!(f.sim.contact_count(), before + 60);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(f.sim.contact(*id).unwrap()["first_name"], format!("Batch{i}"), "ids in the input's order");
+    }
+
+    // A batch that times out at Kommo's gateway (nothing applied) is looked up, then sent in halves.
+    f.sim.set_api_fault(ApiFault::Status(504), 1);
+    let ids = kommo.create_contacts(&people(8, "Slow")).await.unwrap();
+    assert_eq!(f.sim.contact_count(), before + 68, "every contact created once");
+    assert_eq!(posts(), 2 + 3, "8 timed out, then 4 + 4");
+    assert_eq!(f.sim.contact(ids[7]).unwrap()["first_name"], "Slow7");
+
+    let updates: Vec<ContactWrite> = ids
+        .iter()
+        .map(|id| ContactWrite { id: Some(*id), last_name: Some("Renamed".into()), ..ContactWrite::default() })
+        .collect();
+    f.sim.set_api_fault(ApiFault::Status(504), 1);
+    kommo.update_contacts(&updates).await.unwrap();
+    for id in &ids {
+        assert_eq!(f.sim.contact(*id).unwrap()["last_name"], "Renamed");
+    }
+    let err = kommo.create_contacts(&[ContactWrite { id: Some(1), ..ContactWrite::default() }]).await.unwrap_err();
+    assert!(matches!(err, CrmError::Validation { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_429_with_a_body_that_is_not_json_is_retried_after_a_backoff() {
+    let f = fixture(KommoSimOptions { rate_limit: None, ..KommoSimOptions::default() }).await;
+    let (_, crm) = f.connected().await;
+    let before = f.sim.api_request_times().len();
+    f.sim.set_api_fault(ApiFault::NonJson429, 1);
+    let started = Instant::now();
+    assert!(!crm.search_contacts("Kowalski", 5).await.unwrap().is_empty());
+    assert_eq!(f.sim.api_request_times().len(), before + 2, "the refused request and its retry");
+    assert!(started.elapsed() >= Duration::from_millis(100), "it waited before retrying");
+}

@@ -160,9 +160,13 @@ async fn a_webhook_is_sealed_replaced_and_deleted_per_tenant(which: Which) {
     assert!(!store.kommo(globex.id).delete_webhook(c.id).await.unwrap());
     assert_eq!(kommo.webhook(c.id).await.unwrap().unwrap().destination, second);
 
+    // A delivery's path names only the connection: its owner is found across tenants.
+    assert_eq!(store.kommo_webhook_owner(c.id).await.unwrap(), Some((acme.id, hash_token("secret-2"))));
+
     assert!(kommo.delete_webhook(c.id).await.unwrap());
     assert!(kommo.webhook(c.id).await.unwrap().is_none());
     assert!(!kommo.delete_webhook(c.id).await.unwrap());
+    assert_eq!(store.kommo_webhook_owner(c.id).await.unwrap(), None);
 }
 
 async fn widget_settings_are_sealed_and_scoped_by_tenant(which: Which) {
