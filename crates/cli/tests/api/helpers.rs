@@ -134,6 +134,7 @@ pub struct Spawn {
     pub settings: Settings,
     dir: TempDir,
     handlers: Vec<(String, Arc<dyn JobHandler>)>,
+    sync_destinations: Option<Arc<dyn crmhub_server::sync::DestinationResolver>>,
     clock: Option<Arc<dyn crmhub_core::Clock>>,
     database: Database,
 }
@@ -147,7 +148,14 @@ enum Database {
 pub fn spawn() -> Spawn {
     LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("temp dir");
-    Spawn { settings: test_settings(&dir), dir, handlers: Vec::new(), clock: None, database: Database::Default }
+    Spawn {
+        settings: test_settings(&dir),
+        dir,
+        handlers: Vec::new(),
+        sync_destinations: None,
+        clock: None,
+        database: Database::Default,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -162,6 +170,12 @@ impl Spawn {
 
     pub fn job_handler(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
         self.handlers.push((kind.to_owned(), handler));
+        self
+    }
+
+    /// Where sync pipelines write (a wrapper that fails on demand, say).
+    pub fn sync_destinations(mut self, destinations: Arc<dyn crmhub_server::sync::DestinationResolver>) -> Self {
+        self.sync_destinations = Some(destinations);
         self
     }
 
@@ -190,6 +204,9 @@ impl Spawn {
         let mut builder = Application::builder(self.settings).listener(listener);
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
+        }
+        if let Some(destinations) = self.sync_destinations {
+            builder = builder.sync_destinations(destinations);
         }
         for (kind, handler) in self.handlers {
             builder = builder.job_handler(&kind, handler);

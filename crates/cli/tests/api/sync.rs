@@ -3,6 +3,16 @@
 //! source polled through its change feed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crmhub_connectors::Connectors;
+use crmhub_core::crm::CrmError;
+use crmhub_server::crm_access::AccessError;
+use crmhub_server::sync::{DestinationResolver, DestinationRow, ImportOutcome, SyncDestination, UnisenderDestinations};
+use crmhub_store::Store;
+use crmhub_store::connections::Connection;
+use crmhub_store::tenants::Tenant;
 
 use crmhub_sim::kommo::{KommoSim, KommoSimOptions, SimContact, spawn as spawn_kommo};
 use crmhub_sim::unisender::{UnisenderSim, UnisenderSimOptions, spawn as spawn_unisender};
@@ -10,7 +20,7 @@ use crmhub_sim::vtiger::{VtigerSimOptions, spawn as spawn_vtiger};
 use crmhub_store::sync::DeliveryStatus;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_of, spawn_app};
+use crate::helpers::{Spawn, TestApp, error_of, spawn, spawn_app};
 
 struct Setup {
     app: TestApp,
@@ -22,9 +32,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(spawn()).await
+}
+
+async fn setup_with(spawn: Spawn) -> Setup {
     let kommo = spawn_kommo(KommoSimOptions::default()).await;
     let unisender = spawn_unisender(UnisenderSimOptions::default()).await;
-    let app = spawn_app().await;
+    let app = spawn.configure(|s| s.jobs.backoff_base_secs = 1).start().await;
     app.create_tenant("acme").await;
     let redirect = app.state.settings.public_url().unwrap().join("/oauth/kommo/callback").unwrap();
     kommo.set_redirect_uri(redirect.as_str());
@@ -305,4 +319,149 @@ async fn the_cli_runs_a_reconciliation_and_reports_progress_lines_off_a_terminal
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["runs"].as_array().unwrap().len(), 2, "{status}");
+}
+
+/// The real Unisender list, whose `fail_on`-th import (counted across the app) fails once with
+/// `Unavailable`, as an outage in the middle of a backfill would.
+struct Flaky {
+    imports: Arc<AtomicUsize>,
+    fail_on: usize,
+}
+
+struct FlakyList {
+    inner: Arc<dyn SyncDestination>,
+    imports: Arc<AtomicUsize>,
+    fail_on: usize,
+}
+
+#[async_trait::async_trait]
+impl DestinationResolver for Flaky {
+    async fn destination(
+        &self,
+        store: &Store,
+        connectors: &Connectors,
+        tenant: &Tenant,
+        connection: &Connection,
+    ) -> Result<Arc<dyn SyncDestination>, AccessError> {
+        let inner = UnisenderDestinations.destination(store, connectors, tenant, connection).await?;
+        Ok(Arc::new(FlakyList { inner, imports: self.imports.clone(), fail_on: self.fail_on }))
+    }
+}
+
+#[async_trait::async_trait]
+impl SyncDestination for FlakyList {
+    async fn import(&self, list_id: &str, rows: &[DestinationRow]) -> Result<ImportOutcome, CrmError> {
+        if self.imports.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_on {
+            return Err(CrmError::Unavailable("Unisender is down for maintenance".into()));
+        }
+        self.inner.import(list_id, rows).await
+    }
+
+    async fn exclude(&self, list_id: &str, email: &str) -> Result<(), CrmError> {
+        self.inner.exclude(list_id, email).await
+    }
+
+    async fn export(&self, list_id: &str, offset: u64, limit: u64) -> Result<Vec<Option<String>>, CrmError> {
+        self.inner.export(list_id, offset, limit).await
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_interrupted_by_a_unisender_outage_resumes_from_its_checkpoint() {
+    let imports = Arc::new(AtomicUsize::new(0));
+    let s = setup_with(spawn().sync_destinations(Arc::new(Flaky { imports: imports.clone(), fail_on: 2 }))).await;
+    let mut mine = BTreeSet::new();
+    for n in 0..600 {
+        let email = format!("bulk{n}@example.com");
+        s.kommo.add_contact(person(n, &[&email]));
+        mine.insert(email);
+    }
+    let pipeline = create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+    let run_id = pipeline["backfill"]["id"].as_str().unwrap();
+    let run: Value = s.app.admin_get(&format!("/admin/v1/tenants/acme/sync/runs/{run_id}")).await.json().await.unwrap();
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["errors"], 1, "the outage was met once: {run}");
+    assert!(run["last_error"].as_str().unwrap().contains("maintenance"), "{run}");
+    assert!(imports.load(Ordering::SeqCst) >= 4, "three pages and the failed attempt");
+    let members: BTreeSet<String> = s.unisender.list_members(&s.list).into_iter().collect();
+    assert_eq!(members, kommo_emails(&s.kommo), "every address arrived");
+    // The failed import sent nothing, and the committed first page was not sent again.
+    let twice: Vec<&String> = mine.iter().filter(|e| s.unisender.rows_received(e) != 1).collect();
+    assert!(twice.is_empty(), "imported other than once: {twice:?}");
+}
+
+/// Records a delivery for these contacts as the webhook intake does, and runs its jobs.
+async fn deliver(s: &Setup, ids: &[i64]) {
+    let slug = crmhub_core::TenantSlug::parse("acme").unwrap();
+    let tenant = s.app.store().tenants().by_slug(&slug).await.unwrap().id;
+    let source = s.kommo_id.parse().unwrap();
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let jobs = crmhub_server::sync::jobs_for_contacts(s.app.store(), tenant, source, &ids).await.unwrap();
+    s.app
+        .store()
+        .sync(tenant)
+        .record_delivery(source, "contacts[delete]", DeliveryStatus::Accepted, None, jobs)
+        .await
+        .unwrap();
+    settle(&s.app).await;
+}
+
+#[tokio::test]
+async fn a_shared_address_survives_one_deletion_and_the_delete_policy_deletes_it_with_the_last() {
+    let s = setup().await;
+    let first = s.kommo.add_contact(person(1, &["family@example.com", "mum@example.com"]));
+    let second = s.kommo.add_contact(person(2, &["family@example.com"]));
+    create_pipeline(&s, json!({"deletion": "delete"})).await;
+    settle(&s.app).await;
+    assert!(s.unisender.contact("family@example.com").is_some());
+
+    s.kommo.delete_contact(first);
+    deliver(&s, &[first]).await;
+    let members = s.unisender.list_members(&s.list);
+    assert!(members.contains(&"family@example.com".to_owned()), "still the second contact's: {members:?}");
+    assert!(s.unisender.contact("mum@example.com").is_none(), "deleted account-wide");
+
+    s.kommo.delete_contact(second);
+    deliver(&s, &[second]).await;
+    assert!(s.unisender.contact("family@example.com").is_none(), "the last holder gone, deleted");
+}
+
+#[tokio::test]
+async fn the_exclude_policy_leaves_the_contact_in_the_account() {
+    let s = setup().await;
+    let id = s.kommo.add_contact(person(1, &["leaver@example.com"]));
+    create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+    s.kommo.delete_contact(id);
+    deliver(&s, &[id]).await;
+    assert!(!s.unisender.list_members(&s.list).contains(&"leaver@example.com".to_owned()));
+    assert!(s.unisender.contact("leaver@example.com").is_some(), "excluded from the list only");
+}
+
+#[tokio::test]
+async fn the_seed_endpoints_list_kommo_contacts_and_manage_unisender_contacts() {
+    let s = setup().await;
+    s.kommo.add_contact(person(1, &["findme@example.com"]));
+    let base = "/admin/v1/tenants/acme/connections";
+    let listed: Value = s.app.admin_get(&format!("{base}/{}/contacts", s.kommo_id)).await.json().await.unwrap();
+    assert!(!listed["contacts"].as_array().unwrap().is_empty(), "{listed}");
+    let found: Value =
+        s.app.admin_get(&format!("{base}/{}/contacts?query=findme", s.kommo_id)).await.json().await.unwrap();
+    assert_eq!(found["contacts"][0]["emails"], json!(["findme@example.com"]), "{found}");
+
+    let path = format!("{base}/{}/unisender/contacts", s.unisender_id);
+    let body = json!({"list_id": s.list, "email": "manual@example.com", "name": "Manual"});
+    assert_eq!(s.app.admin_send(reqwest::Method::POST, &path, &body).await.status(), 201);
+    let shown: Value = s.app.admin_get(&format!("{path}/manual@example.com")).await.json().await.unwrap();
+    assert_eq!(shown["list_ids"], json!([s.list]), "{shown}");
+    let role = json!({"list_id": s.list, "email": "info@example.com"});
+    let refused = s.app.admin_send(reqwest::Method::POST, &path, &role).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(s.app.admin_delete(&format!("{path}/manual@example.com?list_id={}", s.list)).await.status(), 204);
+    assert!(s.unisender.list_members(&s.list).is_empty());
+    assert_eq!(s.app.admin_get(&format!("{path}/nobody@example.com")).await.status(), 404);
+    // A Kommo connection has no Unisender contacts.
+    let wrong = s.app.admin_get(&format!("{base}/{}/unisender/contacts/x@example.com", s.kommo_id)).await;
+    assert_ne!(wrong.status(), 200);
 }
