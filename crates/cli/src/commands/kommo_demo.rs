@@ -48,6 +48,7 @@ pub async fn seed_tenant(state: &AppState, sim: &KommoSim) -> anyhow::Result<Con
     let fields = json!({"account": sim.account_domain()}).as_object().cloned().unwrap_or_default();
     let connections = state.store.connections(tenant.id);
     if let Some(existing) = connections.list().await?.into_iter().find(|c| c.name == name) {
+        // `account_id` goes: the job sets it again once this run's account is connected.
         let update = ConnectionUpdate { host: Some(host), fields: Some(fields), ..Default::default() };
         connections.update(existing.id, update).await?;
         connections.replace_credentials(existing.id, credentials).await?;
@@ -93,15 +94,17 @@ pub async fn connect(state: &AppState, base: &str, connection: ConnectionId) -> 
         .to_owned();
     let answered = browser.get(&callback).send().await.context("crmhub's OAuth callback")?;
     anyhow::ensure!(answered.status().is_success(), "crmhub's OAuth callback answered {}", answered.status());
+    // Until the job has exchanged the code, a call with the last run's tokens (which this run's
+    // simulator never issued) may mark the connection `needs_reauth`: only the job's success
+    // (`active` with the account id it learnt) ends the wait.
+    let mut last = None;
     for _ in 0..200 {
         let now = state.store.connections(tenant.id).get(connection).await?;
         if now.status == ConnectionStatus::Active && now.fields.contains_key("account_id") {
             return Ok(());
         }
-        if now.status == ConnectionStatus::NeedsReauth {
-            anyhow::bail!("Kommo refused the connection: {}", now.last_error.unwrap_or_default());
-        }
+        last = now.last_error;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::bail!("the Kommo code exchange did not finish within 10 s")
+    anyhow::bail!("the Kommo code exchange did not finish within 10 s ({})", last.unwrap_or_default())
 }

@@ -282,7 +282,7 @@ pub async fn start_demo(dir: &Path) -> RunningDemo {
         .args(["demo", "--listen", &listen, "--data-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join(format!("demo-{listen}.err"))).unwrap()))
         .spawn()
         .unwrap();
     let mut demo = RunningDemo { printed: Vec::new(), child };

@@ -36,7 +36,11 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(spawn: Spawn) -> Setup {
-    let kommo = spawn_kommo(KommoSimOptions::default()).await;
+    setup_on(spawn, KommoSimOptions::default()).await
+}
+
+async fn setup_on(spawn: Spawn, kommo: KommoSimOptions) -> Setup {
+    let kommo = spawn_kommo(kommo).await;
     let unisender = spawn_unisender(UnisenderSimOptions::default()).await;
     let app = spawn.configure(|s| s.jobs.backoff_base_secs = 1).start().await;
     app.create_tenant("acme").await;
@@ -464,4 +468,126 @@ async fn the_seed_endpoints_list_kommo_contacts_and_manage_unisender_contacts() 
     // A Kommo connection has no Unisender contacts.
     let wrong = s.app.admin_get(&format!("{base}/{}/unisender/contacts/x@example.com", s.kommo_id)).await;
     assert_ne!(wrong.status(), 200);
+}
+
+/// The webhook destination the app registers at the simulated Kommo, on the app's real address
+/// (its public URL in tests names port 0).
+async fn hook_url(s: &Setup) -> String {
+    let path = format!("/admin/v1/tenants/acme/connections/{}/kommo/webhook", s.kommo_id);
+    assert!(s.app.admin_send(reqwest::Method::PUT, &path, &json!({})).await.status().is_success());
+    let destination = s.kommo.webhooks()[0].destination.clone();
+    s.app.url(url::Url::parse(&destination).unwrap().path())
+}
+
+async fn post_hook(s: &Setup, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = s
+        .app
+        .client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("user-agent", "amoCRM-WebHook-client/1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Kommo's documented example body (contract §5), field for field.
+const KOMMO_EXAMPLE: &str = "contacts[add][0][id]=17611273&contacts[add][0][name]=Name&contacts[add][0][responsible_user_id]=11087123\
+&contacts[add][0][date_create]=1726573127&contacts[add][0][last_modified]=1726573127\
+&contacts[add][0][created_user_id]=11087123&contacts[add][0][modified_user_id]=11087123\
+&contacts[add][0][account_id]=32720107&contacts[add][0][created_at]=1726573127&contacts[add][0][updated_at]=1726573127\
+&contacts[add][0][custom_fields][0][id]=771906&contacts[add][0][custom_fields][0][name]=Phone\
+&contacts[add][0][custom_fields][0][code]=PHONE\
+&contacts[add][0][custom_fields][0][values][0][value]=1234567890&contacts[add][0][custom_fields][0][values][0][enum]=552476\
+&contacts[add][0][type]=contact\
+&account[subdomain]=test&account[id]=32720107&account[_links][self]=https://test.kommo.com";
+
+#[tokio::test]
+async fn kommos_documented_example_is_accepted_for_the_account_it_names() {
+    let options = KommoSimOptions { subdomain: "test".into(), account_id: 32_720_107, ..KommoSimOptions::default() };
+    let s = setup_on(spawn(), options).await;
+    create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+    let url = hook_url(&s).await;
+    let (status, answer) = post_hook(&s, &url, KOMMO_EXAMPLE).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(answer["jobs"], 1, "one contact, one pipeline: {answer}");
+    // The job re-reads contact 17611273, which this account does not have: nothing to mirror.
+    settle(&s.app).await;
+}
+
+#[tokio::test]
+async fn a_change_in_kommo_arrives_once_though_its_webhook_came_three_times() {
+    let s = setup().await;
+    create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+    let url = hook_url(&s).await;
+    // The simulator delivers to the registered destination (port 0 here, so it fails) and keeps
+    // the body it sent: that body, posted as Kommo would, three times (Kommo retries).
+    let id = s.kommo.add_contact(person(7, &["hooked@example.com"]));
+    assert!(s.kommo.settle_deliveries(std::time::Duration::from_secs(10)).await);
+    let body = s.kommo.deliveries().last().unwrap().body.clone();
+    assert!(body.contains(&id.to_string()));
+    for _ in 0..3 {
+        let (status, answer) = post_hook(&s, &url, body.clone()).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    }
+    settle(&s.app).await;
+    assert!(s.unisender.list_members(&s.list).contains(&"hooked@example.com".to_owned()));
+    assert_eq!(s.unisender.rows_received("hooked@example.com"), 1, "imported once");
+}
+
+#[tokio::test]
+async fn deliveries_are_refused_or_quarantined_as_they_deserve_and_nothing_is_lost() {
+    let s = setup().await;
+    let url = hook_url(&s).await;
+    let account = format!("account[id]={}&account[subdomain]=demo", s.kommo.account_id());
+
+    // No pipeline yet: kept, to redrive once there is one.
+    let early = format!("contacts[update][0][id]={}&{account}", s.kommo.contact_ids()[0]);
+    let (status, answer) = post_hook(&s, &url, early).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("quarantined")), "{answer}");
+    let early_id = answer["delivery"].as_str().unwrap().to_owned();
+    create_pipeline(&s, json!({})).await;
+    settle(&s.app).await;
+
+    // Not ours: 404, and nothing recorded.
+    let wrong_secret = format!("{}/{}", url.rsplit_once('/').unwrap().0, "x".repeat(43));
+    assert_eq!(post_hook(&s, &wrong_secret, KOMMO_EXAMPLE).await.0, 404);
+    let unknown = url.replace(&s.kommo_id, &crmhub_core::ConnectionId::new().to_string());
+    assert_eq!(post_hook(&s, &unknown, KOMMO_EXAMPLE).await.0, 404);
+    assert_eq!(post_hook(&s, &s.app.url("/hooks/kommo/not-a-uuid/secret"), KOMMO_EXAMPLE).await.0, 404);
+
+    // Too large to read: 413 before anything is read.
+    assert_eq!(post_hook(&s, &url, vec![b'a'; 5 * 1024 * 1024]).await.0, 413);
+
+    // Authenticated but unusable: answered 200 (Kommo disables a failing webhook), kept.
+    let many: String = (0..10_000).map(|i| format!("contacts[add][{i}][id]={}&", i + 1)).collect();
+    let deep = format!("contacts{}=1&{account}", "[a]".repeat(50));
+    let other_account = "contacts[add][0][id]=5&account[id]=1&account[subdomain]=elsewhere".to_owned();
+    for body in ["this is not a webhook".to_owned(), many, deep, other_account] {
+        let (status, answer) = post_hook(&s, &url, body).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("quarantined")), "{answer}");
+    }
+    // A huge index is one entry, not an allocation.
+    let (status, answer) = post_hook(&s, &url, format!("contacts[add][99999999][id]=5&{account}")).await;
+    assert_eq!((status, answer["jobs"].as_u64()), (200, Some(1)), "{answer}");
+
+    let quarantined: Value =
+        s.app.admin_get("/admin/v1/tenants/acme/sync/deliveries/quarantined").await.json().await.unwrap();
+    let kept = quarantined["deliveries"].as_array().unwrap();
+    assert_eq!(kept.len(), 5, "{quarantined}");
+    assert!(kept.iter().all(|d| d["error"].as_str().is_some_and(|e| !e.is_empty())), "each says why");
+
+    // The early one is usable now; an unreadable one stays where it is.
+    let redrive = format!("/admin/v1/tenants/acme/sync/deliveries/{early_id}/redrive");
+    let redriven: Value = s.app.admin_send(reqwest::Method::POST, &redrive, &json!({})).await.json().await.unwrap();
+    assert_eq!((redriven["status"].as_str(), redriven["jobs"].as_u64()), (Some("redriven"), Some(1)), "{redriven}");
+    let unreadable = kept.iter().find(|d| d["body"] == "this is not a webhook").unwrap()["id"].as_str().unwrap();
+    let again = format!("/admin/v1/tenants/acme/sync/deliveries/{unreadable}/redrive");
+    assert_eq!(s.app.admin_send(reqwest::Method::POST, &again, &json!({})).await.status(), 422);
+    settle(&s.app).await;
 }

@@ -167,7 +167,7 @@ impl Kommo {
             let pair = pair_from(&answer, self.now_secs())?;
             self.remember_pair(&pair);
             self.auth.replace(&self.token_key, pair.seal()).await?;
-            let account = self.account().await?;
+            let account = self.account_after_exchange().await?;
             let subdomain = self.account.split('.').next().unwrap_or_default();
             if !account.subdomain.eq_ignore_ascii_case(subdomain) {
                 return Err(CrmError::AuthFailed(format!(
@@ -181,6 +181,27 @@ impl Kommo {
         }
         .await;
         result.map_err(|e| self.ctx.secrets.redact_error(e))
+    }
+
+    /// The account the new tokens are for. The code is spent by now, so an exchange that fails
+    /// here could not be retried: a transient failure (a rate limit, a timeout) is waited out a
+    /// few times, within about half a minute, rather than handed back.
+    async fn account_after_exchange(&self) -> Result<super::api::Account, CrmError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.account().await {
+                Err(e) if e.is_transient() && attempt < 6 => {
+                    let wait = match &e {
+                        CrmError::RateLimited { retry_after: Some(wait) } => (*wait).min(Duration::from_secs(5)),
+                        _ => Duration::from_secs(1),
+                    };
+                    tracing::warn!(error = %e, attempt, "reading the Kommo account after the code exchange failed; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Refreshes the token pair if it expires within `within`: `Ok(None)` when it does not,

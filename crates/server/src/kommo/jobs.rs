@@ -29,7 +29,12 @@ fn payload_connection(job: &ClaimedJob) -> Result<ConnectionId, JobOutcome> {
         .ok_or_else(|| JobOutcome::Fail("the job's payload names no connection".into()))
 }
 
-async fn account(ctx: &JobContext, job: &ClaimedJob, id: ConnectionId) -> Result<Option<KommoAccount>, JobOutcome> {
+async fn account(
+    ctx: &JobContext,
+    job: &ClaimedJob,
+    id: ConnectionId,
+    lane: Lane,
+) -> Result<Option<KommoAccount>, JobOutcome> {
     let connection = match ctx.store.connections(job.tenant_id).get(id).await {
         Ok(connection) => connection,
         // Deleted since: nothing left to do.
@@ -37,7 +42,7 @@ async fn account(ctx: &JobContext, job: &ClaimedJob, id: ConnectionId) -> Result
         Err(e) => return Err(JobOutcome::Retry(e.to_string())),
     };
     let tenant = ctx.store.tenants().get(job.tenant_id).await.map_err(|e| JobOutcome::Retry(e.to_string()))?;
-    match KommoAccount::build(&ctx.store, &ctx.connectors, &tenant, &connection, Lane::Background).await {
+    match KommoAccount::build(&ctx.store, &ctx.connectors, &tenant, &connection, lane).await {
         Ok(account) => Ok(Some(account)),
         Err(AccessError::Store(e)) => Err(JobOutcome::Retry(e.to_string())),
         Err(AccessError::Crm(e)) => Err(JobOutcome::Fail(e.to_string())),
@@ -64,7 +69,9 @@ impl JobHandler for ConnectJob {
             Ok(code) => code,
             Err(e) => return JobOutcome::Fail(format!("the job's code cannot be opened: {e}")),
         };
-        let account = match account(ctx, job, id).await {
+        // Someone is looking at Kommo's consent window and waiting for the connection: the
+        // exchange goes ahead of background work on the account's budget.
+        let account = match account(ctx, job, id, Lane::Interactive).await {
             Ok(Some(account)) => account,
             Ok(None) => return JobOutcome::Done,
             Err(outcome) => return outcome,
@@ -123,7 +130,7 @@ pub struct RefreshJob;
 impl JobHandler for RefreshJob {
     async fn run(&self, ctx: &JobContext, job: &ClaimedJob) -> JobOutcome {
         let Some(id) = job.connection_id else { return JobOutcome::Fail("a refresh job names no connection".into()) };
-        let account = match account(ctx, job, id).await {
+        let account = match account(ctx, job, id, Lane::Background).await {
             Ok(Some(account)) => account,
             Ok(None) => return JobOutcome::Done,
             Err(outcome) => return outcome,

@@ -6,6 +6,7 @@
 
 pub mod client;
 mod connect;
+mod hooks;
 mod jobs;
 mod page;
 mod webhook;
@@ -34,6 +35,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/oauth/kommo/callback", get(connect::callback))
         .route("/kommo/widget/settings", post(widget::save_settings))
+        .route(
+            "/hooks/kommo/{connection}/{secret}",
+            post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_DELIVERY_BYTES)),
+        )
 }
 
 /// The admin API's Kommo routes, under a connection.
@@ -45,6 +50,8 @@ pub fn admin_router() -> Router<AppState> {
             put(webhook::register).delete(webhook::remove),
         )
         .route("/admin/v1/tenants/{slug}/connections/{id}/kommo/webhook/rotate", post(webhook::rotate))
+        .route("/admin/v1/tenants/{slug}/sync/deliveries/quarantined", get(hooks::quarantined))
+        .route("/admin/v1/tenants/{slug}/sync/deliveries/{id}/redrive", post(hooks::redrive))
 }
 
 pub fn register_jobs(registry: &mut crate::jobs::JobRegistry) {
