@@ -263,16 +263,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
 mod tests {
     use super::*;
 
-    /// The contract's example body, field for field (§5).
-    const EXAMPLE: &str = "contacts[add][0][id]=17611273&contacts[add][0][name]=Name&contacts[add][0][responsible_user_id]=11087123\
-&contacts[add][0][date_create]=1726573127&contacts[add][0][last_modified]=1726573127\
-&contacts[add][0][created_user_id]=11087123&contacts[add][0][modified_user_id]=11087123\
-&contacts[add][0][account_id]=32720107&contacts[add][0][created_at]=1726573127&contacts[add][0][updated_at]=1726573127\
-&contacts[add][0][custom_fields][0][id]=771906&contacts[add][0][custom_fields][0][name]=Phone\
-&contacts[add][0][custom_fields][0][code]=PHONE\
-&contacts[add][0][custom_fields][0][values][0][value]=1234567890&contacts[add][0][custom_fields][0][values][0][enum]=552476\
-&contacts[add][0][type]=contact\
-&account[subdomain]=test&account[id]=32720107&account[_links][self]=https://test.kommo.com";
+    use crmhub_sim::kommo::DOCUMENTED_WEBHOOK_EXAMPLE as EXAMPLE;
 
     #[test]
     fn the_documented_example_reads_as_one_added_contact() {

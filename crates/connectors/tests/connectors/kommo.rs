@@ -1,6 +1,7 @@
 //! The native Kommo connector against the Kommo simulator: connecting, token rotation (and its
 //! failures), the Crm conformance kit, rate limits, IP blocks, paging and webhooks.
 
+use crate::request_log::Log;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,22 +14,12 @@ use crmhub_connectors::{ConnectionSpec, Connectors};
 use crmhub_core::clock::ManualClock;
 use crmhub_core::crm::{CardOptions, ChangeCursor, Crm, CrmError, NewNote};
 use crmhub_core::phone::PhoneNumber;
-use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, TenantId};
 use crmhub_sim::kommo::{ApiFault, KommoSim, KommoSimOptions, SimContact, TokenFault, spawn};
 use serde_json::json;
 
 /// Where the simulated integration's redirect URI points; only compared, never called here.
 const REDIRECT: &str = "https://crmhub.example/oauth/kommo/callback";
-
-#[derive(Debug, Default)]
-struct Log(Mutex<Vec<RequestLogEntry>>);
-
-impl RequestLogSink for Log {
-    fn record(&self, entry: RequestLogEntry) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
 
 struct Fixture {
     sim: KommoSim,

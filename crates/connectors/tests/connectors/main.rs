@@ -2,6 +2,7 @@
 
 mod kommo;
 mod odd_answers;
+mod request_log;
 mod template;
 mod unisender;
 mod vtiger;

@@ -16,7 +16,7 @@ use crmhub_core::{ConnectionId, Credentials, Host, Secret, SystemClock, TenantId
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::template::Log;
+use crate::request_log::Log;
 
 /// `operation` (from the query or the form body) → answer.
 async fn scripted(Query(query): Query<Vec<(String, String)>>, body: String) -> Response {

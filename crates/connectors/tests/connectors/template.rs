@@ -1,5 +1,6 @@
 //! Integration templates run by the generic engine, against simulators over real HTTP.
 
+use crate::request_log::Log;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,21 +14,11 @@ use crmhub_connectors::template::{self, SourceFormat, Template, TemplateConnecto
 use crmhub_connectors::{ConnectionSpec, Connectors};
 use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError};
 use crmhub_core::phone::PhoneNumber;
-use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{VtigerSimOptions, spawn};
 use serde_json::{Map, json};
 
 use crate::vtiger::{KEY, SimBackend};
-
-#[derive(Debug, Default)]
-pub struct Log(pub std::sync::Mutex<Vec<RequestLogEntry>>);
-
-impl RequestLogSink for Log {
-    fn record(&self, entry: RequestLogEntry) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
 
 pub fn load(source: &str) -> Arc<Template> {
     let policy = AddressPolicy::default();

@@ -2,8 +2,9 @@
 //! mapped back, the key kept out of URLs and logs, every error code, idempotent exclusion,
 //! lists, export paging, the per-key budget and the retry of an unanswered import.
 
+use crate::request_log::Log;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crmhub_connectors::auth::{MemoryAuthState, SharedAuth};
@@ -12,19 +13,10 @@ use crmhub_connectors::unisender::{ContactType, ImportRow, Unisender};
 use crmhub_connectors::{ConnectionSpec, Connectors};
 use crmhub_core::clock::SystemClock;
 use crmhub_core::crm::CrmError;
-use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
+use crmhub_core::request_log::RequestLogEntry;
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, Secret, TenantId};
 use crmhub_sim::unisender::{AccountState, Fault, UnisenderSim, UnisenderSimOptions, spawn};
 use serde_json::json;
-
-#[derive(Debug, Default)]
-struct Log(Mutex<Vec<RequestLogEntry>>);
-
-impl RequestLogSink for Log {
-    fn record(&self, entry: RequestLogEntry) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
 
 struct Fixture {
     sim: UnisenderSim,

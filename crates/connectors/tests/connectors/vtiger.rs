@@ -1,5 +1,6 @@
 //! The native Vtiger connector against the Vtiger simulator.
 
+use crate::request_log::Log;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,21 +12,11 @@ use crmhub_connectors::http::{HttpClient, Lane, OutboundMetrics, OutboundPolicy,
 use crmhub_connectors::vtiger::{Method, Vtiger};
 use crmhub_connectors::{ConnectionSpec, http::CallContext};
 use crmhub_core::crm::{CallDirection, CallLog, CallOutcome, CallStage, CardOptions, Crm, CrmError, NewTicket};
-use crmhub_core::request_log::{RequestLogEntry, RequestLogSink};
 use crmhub_core::{ConnectionId, ConnectorKind, Credentials, Host, PhoneRegion, Secret, SystemClock, TenantId};
 use crmhub_sim::vtiger::{Fault, Install, VtigerSimHandle, VtigerSimOptions, spawn};
 use serde_json::{Map, Value, json};
 
 pub const KEY: &str = "crmhubSimAdmin01";
-
-#[derive(Debug, Default)]
-struct Log(Mutex<Vec<RequestLogEntry>>);
-
-impl RequestLogSink for Log {
-    fn record(&self, entry: RequestLogEntry) {
-        self.0.lock().unwrap().push(entry);
-    }
-}
 
 struct Fixture {
     sim: VtigerSimHandle,

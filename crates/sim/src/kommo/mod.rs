@@ -70,6 +70,19 @@ use tokio::sync::mpsc;
 
 use crate::support::{FaultSlot, Served, lock};
 
+/// Kommo's own documented example of an account webhook body (contract §5), field for field:
+/// an added contact of the account `test` (32720107). crmhub is checked against it, not against
+/// the simulator's own deliveries alone.
+pub const DOCUMENTED_WEBHOOK_EXAMPLE: &str = "contacts[add][0][id]=17611273&contacts[add][0][name]=Name&contacts[add][0][responsible_user_id]=11087123\
+&contacts[add][0][date_create]=1726573127&contacts[add][0][last_modified]=1726573127\
+&contacts[add][0][created_user_id]=11087123&contacts[add][0][modified_user_id]=11087123\
+&contacts[add][0][account_id]=32720107&contacts[add][0][created_at]=1726573127&contacts[add][0][updated_at]=1726573127\
+&contacts[add][0][custom_fields][0][id]=771906&contacts[add][0][custom_fields][0][name]=Phone\
+&contacts[add][0][custom_fields][0][code]=PHONE\
+&contacts[add][0][custom_fields][0][values][0][value]=1234567890&contacts[add][0][custom_fields][0][values][0][enum]=552476\
+&contacts[add][0][type]=contact\
+&account[subdomain]=test&account[id]=32720107&account[_links][self]=https://test.kommo.com";
+
 /// The integration registered in the simulated account (the "Keys and scopes" tab).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Integration {
