@@ -19,6 +19,10 @@ use super::kommo_demo;
 use super::serve::Signals;
 use super::templates_demo;
 
+// Declared here rather than in `commands/mod.rs`: only the demo uses it.
+#[path = "sync_demo.rs"]
+mod sync_demo;
+
 /// Contacts the simulator holds besides the protocol's own examples.
 const SEEDED_CONTACTS: usize = 300;
 
@@ -68,6 +72,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let pbx = calls::configure_demo(app.state(), "demo", setup.connection, SUSAN_MOBILE).await?;
     let kommo = kommo_demo::start(&public_url).await?;
     let kommo_connection = kommo_demo::seed_tenant(app.state(), &kommo).await?;
+    let sync = sync_demo::prepare(app.state(), &kommo, kommo_connection, &public_url).await?;
 
     println!("crmhub demo is running on {base} (data in {})", data_dir.display());
     let admin_token = app.take_generated_admin_token();
@@ -145,17 +150,70 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         kommo_demo::TENANT
     );
     println!();
+    println!(
+        "Contact sync: tenant `{}`'s Kommo contacts mirrored into the list \"{}\" (id {}) of a simulated Unisender at {}, pipeline \"{}\":",
+        kommo_demo::TENANT,
+        sync_demo::LIST_TITLE,
+        sync.setup.list_id,
+        sync.unisender.base_url(),
+        sync_demo::PIPELINE
+    );
+    println!(
+        "  The webhook's registration at Kommo, the pipeline and its first backfill follow the OAuth flow, within seconds; a line says when the contacts are in the list."
+    );
+    println!(
+        "  Webhook URL, registered at Kommo (contact events); its last segment is the secret that authenticates a delivery (crmhub keeps only its hash; a new one at every start):"
+    );
+    println!("    {}", sync.setup.hook_url);
+    let anna = format!("{}/api/v4/contacts/{}", kommo.base_url(), sync.anna);
+    let patch = format!(
+        r#"{{"custom_fields_values":[{{"field_code":"EMAIL","values":[{{"value":"{}","enum_code":"WORK"}}]}}]}}"#,
+        sync_demo::NEW_EMAIL
+    );
+    println!(
+        "  Change Anna Kowalski's e-mail in Kommo (the simulator's own REST API, with a long-lived token it issued; Kommo then posts the change to the webhook):"
+    );
+    println!(
+        "    curl -X PATCH {anna} -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{patch}'",
+        sync.kommo_token
+    );
+    println!("  See it arrive in the Unisender list (a second or two later):");
+    println!(
+        "    curl -H 'Authorization: Bearer {token}' {base}/admin/v1/tenants/{}/connections/{}/unisender/contacts/{}",
+        kommo_demo::TENANT,
+        sync.setup.unisender_connection,
+        sync_demo::NEW_EMAIL
+    );
+    println!("  Kommo's documented webhook example, posted as Kommo posts it (answered 200, `accepted`):");
+    println!(
+        "    curl {} -H 'Content-Type: application/x-www-form-urlencoded' -H 'User-Agent: amoCRM-WebHook-client/1.0' --data-raw '{}'",
+        sync.setup.hook_url,
+        sync_demo::KOMMO_EXAMPLE
+    );
+    println!();
     println!("Health: {base}/healthz  Ready: {base}/readyz  Metrics: {base}/metrics");
     println!("Press Ctrl-C to stop.");
     let state = app.state().clone();
     let at = base.clone();
+    let setup = sync.setup.clone();
     tokio::spawn(async move {
-        match kommo_demo::connect(&state, &at, kommo_connection).await {
-            Ok(()) => println!(
-                "Kommo: tenant `{}` is connected (the simulated user consented, crmhub exchanged the code and stored the tokens sealed).",
-                kommo_demo::TENANT
-            ),
-            Err(e) => eprintln!("Kommo: connecting the demo account failed: {e:#}"),
+        if let Err(e) = kommo_demo::connect(&state, &at, kommo_connection).await {
+            eprintln!("Kommo: connecting the demo account failed: {e:#}");
+            return;
+        }
+        say(&format!(
+            "Kommo: tenant `{}` is connected (the simulated user consented, crmhub exchanged the code and stored the tokens sealed).",
+            kommo_demo::TENANT
+        ));
+        match sync_demo::complete(&state, kommo_connection, &setup).await {
+            Ok(synced) => say(&format!(
+                "Sync: webhook registered at Kommo; backfill {}: {} Kommo contacts read, {} e-mail addresses mirrored into the Unisender list \"{}\".",
+                synced.run.status.as_str(),
+                synced.run.done,
+                synced.emails,
+                sync_demo::LIST_TITLE
+            )),
+            Err(e) => eprintln!("Sync: setting up the demo's pipeline failed: {e:#}"),
         }
     });
     let shutdown = app.shutdown_token();
@@ -167,7 +225,15 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     crm.shutdown().await;
     book.shutdown().await;
     kommo.shutdown().await;
+    sync.unisender.shutdown().await;
     result
+}
+
+/// A line on stdout once the demo runs: whoever reads it may have stopped reading (a closed
+/// pipe), which must not stop the work that follows.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 async fn start_vtiger() -> anyhow::Result<VtigerSimHandle> {
