@@ -17,11 +17,8 @@ use super::calls;
 use super::channel;
 use super::kommo_demo;
 use super::serve::Signals;
+use super::sync_demo;
 use super::templates_demo;
-
-// Declared here rather than in `commands/mod.rs`: only the demo uses it.
-#[path = "sync_demo.rs"]
-mod sync_demo;
 
 /// Contacts the simulator holds besides the protocol's own examples.
 const SEEDED_CONTACTS: usize = 300;

@@ -12,6 +12,8 @@ mod kommo_demo;
 mod records;
 mod serve;
 pub(crate) mod sync;
+#[cfg(feature = "demo")]
+mod sync_demo;
 mod templates;
 #[cfg(feature = "demo")]
 mod templates_demo;

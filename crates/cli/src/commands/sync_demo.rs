@@ -168,12 +168,4 @@ pub struct Setup {
 
 /// Kommo's documented webhook example (contract §5), exactly: a contact added in account
 /// `test` (32720107), form-encoded as Kommo posts it.
-pub const KOMMO_EXAMPLE: &str = "contacts[add][0][id]=17611273&contacts[add][0][name]=Name&contacts[add][0][responsible_user_id]=11087123\
-&contacts[add][0][date_create]=1726573127&contacts[add][0][last_modified]=1726573127\
-&contacts[add][0][created_user_id]=11087123&contacts[add][0][modified_user_id]=11087123\
-&contacts[add][0][account_id]=32720107&contacts[add][0][created_at]=1726573127&contacts[add][0][updated_at]=1726573127\
-&contacts[add][0][custom_fields][0][id]=771906&contacts[add][0][custom_fields][0][name]=Phone\
-&contacts[add][0][custom_fields][0][code]=PHONE\
-&contacts[add][0][custom_fields][0][values][0][value]=1234567890&contacts[add][0][custom_fields][0][values][0][enum]=552476\
-&contacts[add][0][type]=contact\
-&account[subdomain]=test&account[id]=32720107&account[_links][self]=https://test.kommo.com";
+pub use crmhub_sim::kommo::DOCUMENTED_WEBHOOK_EXAMPLE as KOMMO_EXAMPLE;
