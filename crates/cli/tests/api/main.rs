@@ -35,5 +35,6 @@ mod secrets;
 mod social_inbox;
 mod social_inbox_load;
 mod sync;
+mod sync_reliability;
 mod templates;
 mod unisender;
