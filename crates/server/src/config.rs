@@ -172,6 +172,8 @@ pub struct CallMapSettings {
 #[serde(deny_unknown_fields)]
 pub struct KommoSettings {
     pub ip_block_pause_secs: u64,
+    /// Each account's request budget (Kommo allows 7 a second; 6 keeps a margin).
+    pub requests_per_second: f64,
 }
 
 /// `config check` prints the effective settings; secrets show only whether they are set.
@@ -266,6 +268,9 @@ impl Settings {
         }
         if !(10..=86_400).contains(&self.kommo.ip_block_pause_secs) {
             return Err(invalid("kommo.ip_block_pause_secs", "must be between 10 and 86400"));
+        }
+        if !(self.kommo.requests_per_second.is_finite() && (0.1..=1000.0).contains(&self.kommo.requests_per_second)) {
+            return Err(invalid("kommo.requests_per_second", "must be between 0.1 and 1000"));
         }
         if self.call_maps.retention_days == 0 {
             return Err(invalid("call_maps.retention_days", "must be at least 1"));

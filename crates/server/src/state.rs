@@ -62,6 +62,10 @@ impl AppState {
             .with_call_maps(Arc::new(store.clone()))
             .with_kommo_redirect_uri(redirect)
             .with_kommo_block_pause(std::time::Duration::from_secs(settings.kommo.ip_block_pause_secs))
+            .with_kommo_rate(crmhub_connectors::http::RateSpec::new(
+                settings.kommo.requests_per_second,
+                crmhub_connectors::kommo::RATE.burst,
+            ))
             // Kommo answered 403 (an IP block): the connector pauses the host; crmhub marks its
             // connections failing until then, and schedules their return.
             .on_host_blocked(Arc::new(move |block: crmhub_connectors::kommo::HostBlock| {

@@ -36,5 +36,6 @@ mod social_inbox;
 mod social_inbox_load;
 mod sync;
 mod sync_demo;
+mod sync_reliability;
 mod templates;
 mod unisender;

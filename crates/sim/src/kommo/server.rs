@@ -112,7 +112,11 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
         return Problem::new(404, detail).into_response();
     }
     if api {
-        match inner.api_fault.take() {
+        let mut fault = inner.api_fault.take();
+        if fault == ApiFault::None {
+            fault = lock(&inner.random_api_faults).draw();
+        }
+        match fault {
             ApiFault::None => {}
             ApiFault::Hang => return std::future::pending::<Response>().await,
             ApiFault::NonJson429 => {
@@ -275,21 +279,25 @@ impl Params {
 }
 
 /// One page of a list, or 204 past the end (§4). `_links.next` only when another page exists.
-fn page_of(
+/// Only the page's items are turned into JSON (`to_json`): a page of a large account costs a
+/// page, not the account.
+#[allow(clippy::too_many_arguments)]
+fn page_of<T>(
     params: &Params,
     base: &str,
     path: &str,
     key: &str,
-    items: Vec<Value>,
+    items: Vec<T>,
     page: usize,
     limit: usize,
+    to_json: impl Fn(T) -> Value,
 ) -> Response {
     let start = (page - 1).saturating_mul(limit);
     if start >= items.len() {
         return no_content();
     }
     let more = items.len() > start + limit;
-    let slice: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    let slice: Vec<Value> = items.into_iter().skip(start).take(limit).map(to_json).collect();
     let mut links = json!({"self": {"href": params.href(base, path, page)}});
     if more {
         links["next"] = json!({"href": params.href(base, path, page + 1)});
@@ -510,8 +518,8 @@ async fn list_contacts(State(inner): State<Shared>, _: Authed, RawQuery(raw): Ra
         }
     }
     let base = inner.base_url();
-    let items = found.into_iter().map(|c| state.store.contact_json(c, base, inner.account_id, &with)).collect();
-    Ok(page_of(&params, base, "/api/v4/contacts", "contacts", items, page, limit))
+    let to_json = |c: &Contact| state.store.contact_json(c, base, inner.account_id, &with);
+    Ok(page_of(&params, base, "/api/v4/contacts", "contacts", found, page, limit, to_json))
 }
 
 /// A missing contact is 204 (what Kommo does for missing entities, per community reports).
@@ -1017,7 +1025,7 @@ async fn list_notes(State(inner): State<Shared>, _: Authed, EntityId(id): Entity
                    "_links": {"self": {"href": format!("{base}/api/v4/contacts/{id}/notes/{}", n.id)}}})
         })
         .collect();
-    Ok(page_of(&params, base, &format!("/api/v4/contacts/{id}/notes"), "notes", items, page, limit))
+    Ok(page_of(&params, base, &format!("/api/v4/contacts/{id}/notes"), "notes", items, page, limit, |v| v))
 }
 
 /// `GET /api/v4/tasks`: `filter[entity_type]` one of `leads`, `contacts`, `companies`,
@@ -1057,7 +1065,7 @@ async fn list_tasks(State(inner): State<Shared>, _: Authed, RawQuery(raw): RawQu
                    "account_id": inner.account_id, "_links": {"self": {"href": format!("{base}/api/v4/tasks/{}", t.id)}}})
         })
         .collect();
-    Ok(page_of(&params, base, "/api/v4/tasks", "tasks", items, page, limit))
+    Ok(page_of(&params, base, "/api/v4/tasks", "tasks", items, page, limit, |v| v))
 }
 
 // --- webhooks API (§5) --------------------------------------------------------------------------
