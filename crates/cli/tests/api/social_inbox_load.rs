@@ -190,7 +190,8 @@ async fn searches_that_cannot_get_budget_in_time_are_503_within_the_bound() {
     let mut tries = 0;
     while inbox.search("susan").await.status() != 200 {
         tries += 1;
-        assert!(tries < 5, "the warm-up search never got through");
+        // A busy machine (several suites at once) may need more tries.
+        assert!(tries < 12, "the warm-up search never got through");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
     }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
