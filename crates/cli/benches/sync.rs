@@ -86,6 +86,8 @@ const MAX_REQUESTS: i64 = 2_000_000;
 const QUEUE_CAP: u64 = 100_000_000;
 /// "Off": far above anything a run reaches.
 const UNLIMITED: f64 = 1_000_000.0;
+/// The highest Kommo account budget the configuration accepts: far above what a backfill asks.
+const KOMMO_UNLIMITED: f64 = 1_000.0;
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -267,7 +269,7 @@ async fn start_app(options: AppOptions) -> anyhow::Result<RunningApp> {
     config.jobs.max_queue_depth_per_tenant = QUEUE_CAP;
     config.outbound.allow_private = vec!["127.0.0.1/32".into()];
     if options.unthrottled {
-        config.kommo.requests_per_second = UNLIMITED;
+        config.kommo.requests_per_second = KOMMO_UNLIMITED;
         config.outbound.per_connection_rps = UNLIMITED;
         config.outbound.per_connection_burst = 1_000_000;
         config.outbound.per_host_rps = UNLIMITED;
