@@ -8,7 +8,7 @@
 //! (`sync_index_emails`) is rewritten with each entry, so "does another contact still have this
 //! address" is one indexed read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crmhub_core::{ConnectionId, TenantId, UnixMillis};
 use serde::Serialize;
@@ -20,6 +20,10 @@ use crate::error::on_unique;
 use crate::jobs::{Enqueued, NewJob};
 use crate::rows::{parse_id, parse_json};
 use crate::{Result, Store, StoreError};
+
+/// Rows (or ids) one multi-row statement binds at most: a backfill page (250) fits in one,
+/// and six columns of 500 stay far below SQLite's and PostgreSQL's bind limits.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// What a contact gone from the source does to its addresses in the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -593,26 +597,39 @@ impl Sync<'_> {
     // ---- index ----
 
     pub async fn index_entry(&self, pipeline: Uuid, contact: &str) -> Result<Option<IndexEntry>> {
-        let row: Option<(String, String, String, String, i64)> = on_pool!(&self.store.db, |pool| {
-            sqlx::query_as(
-                "SELECT contact_id, fingerprint, emails, phones, sent_at FROM sync_index \
-                 WHERE pipeline_id = $1 AND contact_id = $2",
-            )
-            .bind(pipeline.to_string())
-            .bind(contact)
-            .fetch_optional(pool)
-            .await
-        })?;
-        row.map(|(contact_id, fingerprint, emails, phones, sent_at)| {
-            Ok(IndexEntry {
-                emails: parse_json("sync index", &contact_id, &emails)?,
-                phones: parse_json("sync index", &contact_id, &phones)?,
-                contact_id,
-                fingerprint,
-                sent_at,
-            })
-        })
-        .transpose()
+        Ok(self.index_entries(pipeline, &[contact.to_owned()]).await?.remove(contact))
+    }
+
+    /// The index entries of those of `contacts` that have one, by contact id: one read per
+    /// [`ROWS_PER_STATEMENT`] ids, so a page of contacts costs one round trip, not one each.
+    pub async fn index_entries(&self, pipeline: Uuid, contacts: &[String]) -> Result<HashMap<String, IndexEntry>> {
+        let pipeline = pipeline.to_string();
+        let mut entries = HashMap::with_capacity(contacts.len());
+        for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<(String, String, String, String, i64)> = on_pool!(&self.store.db, |pool| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT contact_id, fingerprint, emails, phones, sent_at FROM sync_index WHERE pipeline_id = ",
+                );
+                query.push_bind(&pipeline).push(" AND contact_id IN (");
+                let mut ids = query.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id);
+                }
+                ids.push_unseparated(")");
+                query.build_query_as().fetch_all(pool).await
+            })?;
+            for (contact_id, fingerprint, emails, phones, sent_at) in rows {
+                let entry = IndexEntry {
+                    emails: parse_json("sync index", &contact_id, &emails)?,
+                    phones: parse_json("sync index", &contact_id, &phones)?,
+                    contact_id,
+                    fingerprint,
+                    sent_at,
+                };
+                entries.insert(entry.contact_id.clone(), entry);
+            }
+        }
+        Ok(entries)
     }
 
     /// The ids of every indexed contact.
@@ -636,19 +653,28 @@ impl Sync<'_> {
         Ok(all.into_iter().collect())
     }
 
-    /// The contacts other than `except` whose last-sent addresses include `email`.
-    pub async fn email_holders(&self, pipeline: Uuid, email: &str, except: &str) -> Result<Vec<String>> {
-        Ok(on_pool!(&self.store.db, |pool| {
-            sqlx::query_scalar(
-                "SELECT contact_id FROM sync_index_emails WHERE pipeline_id = $1 AND email = $2 AND contact_id <> $3 \
-                 ORDER BY contact_id",
-            )
-            .bind(pipeline.to_string())
-            .bind(email)
-            .bind(except)
-            .fetch_all(pool)
-            .await
-        })?)
+    /// For each of `emails` that an indexed contact has, the contacts whose last-sent addresses
+    /// include it (sorted); addresses nobody has are absent.
+    pub async fn email_holders(&self, pipeline: Uuid, emails: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        let pipeline = pipeline.to_string();
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for chunk in emails.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<(String, String)> = on_pool!(&self.store.db, |pool| {
+                let mut query =
+                    sqlx::QueryBuilder::new("SELECT email, contact_id FROM sync_index_emails WHERE pipeline_id = ");
+                query.push_bind(&pipeline).push(" AND email IN (");
+                let mut list = query.separated(", ");
+                for email in chunk {
+                    list.push_bind(email);
+                }
+                list.push_unseparated(") ORDER BY email, contact_id");
+                query.build_query_as().fetch_all(pool).await
+            })?;
+            for (email, contact) in rows {
+                holders.entry(email).or_default().push(contact);
+            }
+        }
+        Ok(holders)
     }
 
     /// Writes index entries (upserts and removals) in one transaction.
@@ -658,64 +684,72 @@ impl Sync<'_> {
         finish(tx, result).await
     }
 
+    /// The writes as if made one after the other (the last one for a contact wins), in a few
+    /// multi-row statements: a backfill page's 250 entries cost four statements, not 750.
     async fn write_index_in(&self, tx: &mut Tx, pipeline: Uuid, writes: &[IndexWrite]) -> Result<()> {
         let now = self.store.now();
         let pipeline = pipeline.to_string();
+        let mut last: BTreeMap<&str, Option<&SentContact>> = BTreeMap::new();
         for write in writes {
+            last.insert(&write.contact_id, write.sent.as_ref());
+        }
+        let ids: Vec<&str> = last.keys().copied().collect();
+        let removed: Vec<&str> = last.iter().filter(|(_, sent)| sent.is_none()).map(|(id, _)| *id).collect();
+        let upserts: Vec<(&str, &SentContact)> =
+            last.iter().filter_map(|(id, sent)| sent.map(|sent| (*id, sent))).collect();
+        let addresses: Vec<(&str, &String)> = upserts
+            .iter()
+            .flat_map(|(id, sent)| {
+                sent.emails.iter().collect::<BTreeSet<_>>().into_iter().map(move |email| (*id, email))
+            })
+            .collect();
+
+        for (table, chunk) in ids
+            .chunks(ROWS_PER_STATEMENT)
+            .map(|c| ("sync_index_emails", c))
+            .chain(removed.chunks(ROWS_PER_STATEMENT).map(|c| ("sync_index", c)))
+        {
             on_tx!(tx, |conn| {
-                sqlx::query("DELETE FROM sync_index_emails WHERE pipeline_id = $1 AND contact_id = $2")
-                    .bind(&pipeline)
-                    .bind(&write.contact_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map(|r| r.rows_affected())
+                let mut query = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE pipeline_id = "));
+                query.push_bind(&pipeline).push(" AND contact_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                query.build().execute(&mut *conn).await.map(|r| r.rows_affected())
             })?;
-            match &write.sent {
-                None => {
-                    on_tx!(tx, |conn| {
-                        sqlx::query("DELETE FROM sync_index WHERE pipeline_id = $1 AND contact_id = $2")
-                            .bind(&pipeline)
-                            .bind(&write.contact_id)
-                            .execute(&mut *conn)
-                            .await
-                            .map(|r| r.rows_affected())
-                    })?;
-                }
-                Some(sent) => {
-                    on_tx!(tx, |conn| {
-                        sqlx::query(
-                            "INSERT INTO sync_index (pipeline_id, contact_id, fingerprint, emails, phones, sent_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline_id, contact_id) DO UPDATE SET \
-                             fingerprint = excluded.fingerprint, emails = excluded.emails, \
-                             phones = excluded.phones, sent_at = excluded.sent_at",
-                        )
-                        .bind(&pipeline)
-                        .bind(&write.contact_id)
-                        .bind(&sent.fingerprint)
-                        .bind(json_list(&sent.emails))
-                        .bind(json_list(&sent.phones))
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await
-                        .map(|r| r.rows_affected())
-                    })
-                    .map_err(fk_not_found("sync pipeline"))?;
-                    let emails: BTreeSet<&String> = sent.emails.iter().collect();
-                    for email in emails {
-                        on_tx!(tx, |conn| {
-                            sqlx::query(
-                                "INSERT INTO sync_index_emails (pipeline_id, email, contact_id) VALUES ($1, $2, $3)",
-                            )
-                            .bind(&pipeline)
-                            .bind(email)
-                            .bind(&write.contact_id)
-                            .execute(&mut *conn)
-                            .await
-                            .map(|r| r.rows_affected())
-                        })?;
-                    }
-                }
-            }
+        }
+        for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+            on_tx!(tx, |conn| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO sync_index (pipeline_id, contact_id, fingerprint, emails, phones, sent_at) ",
+                );
+                query.push_values(chunk, |mut row, (id, sent)| {
+                    row.push_bind(&pipeline)
+                        .push_bind(*id)
+                        .push_bind(&sent.fingerprint)
+                        .push_bind(json_list(&sent.emails))
+                        .push_bind(json_list(&sent.phones))
+                        .push_bind(now);
+                });
+                query.push(
+                    " ON CONFLICT (pipeline_id, contact_id) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                     emails = excluded.emails, phones = excluded.phones, sent_at = excluded.sent_at",
+                );
+                query.build().execute(&mut *conn).await.map(|r| r.rows_affected())
+            })
+            .map_err(fk_not_found("sync pipeline"))?;
+        }
+        for chunk in addresses.chunks(ROWS_PER_STATEMENT) {
+            on_tx!(tx, |conn| {
+                let mut query =
+                    sqlx::QueryBuilder::new("INSERT INTO sync_index_emails (pipeline_id, email, contact_id) ");
+                query.push_values(chunk, |mut row, (id, email)| {
+                    row.push_bind(&pipeline).push_bind(*email).push_bind(*id);
+                });
+                query.build().execute(&mut *conn).await.map(|r| r.rows_affected())
+            })?;
         }
         Ok(())
     }

@@ -210,30 +210,30 @@ impl<'a> Engine<'a> {
     /// has, then its index entry.
     pub(crate) async fn delete_contact(&self, id: &str) -> Result<Vec<String>, SyncError> {
         let Some(entry) = self.sync().index_entry(self.pipeline.id, id).await? else { return Ok(Vec::new()) };
-        let removed = self.remove_unshared(id, &entry.emails, &BTreeSet::new()).await?;
+        let removed = self.remove_unheld(entry.emails.into_iter().collect(), &BTreeSet::from([id])).await?;
         self.sync()
             .write_index(self.pipeline.id, &[crmhub_store::sync::IndexWrite { contact_id: id.into(), sent: None }])
             .await?;
         Ok(removed)
     }
 
-    /// Removes those of `emails` that no contact but `id` has in the index and that are not
-    /// being sent now (`keep`), per the pipeline's deletion policy.
-    async fn remove_unshared(
+    /// Removes those of `candidates` that no indexed contact has besides the ones `leaving`
+    /// (contacts being deleted, or rewritten without them), per the deletion policy. One read
+    /// for all of them.
+    async fn remove_unheld(
         &self,
-        id: &str,
-        emails: &[String],
-        keep: &BTreeSet<String>,
+        candidates: BTreeSet<String>,
+        leaving: &BTreeSet<&str>,
     ) -> Result<Vec<String>, SyncError> {
-        let mut gone = Vec::new();
-        for email in emails {
-            if keep.contains(email) {
-                continue;
-            }
-            if self.sync().email_holders(self.pipeline.id, email, id).await?.is_empty() {
-                gone.push(email.clone());
-            }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
+        let candidates: Vec<String> = candidates.into_iter().collect();
+        let holders = self.sync().email_holders(self.pipeline.id, &candidates).await?;
+        let gone: Vec<String> = candidates
+            .into_iter()
+            .filter(|email| holders.get(email).is_none_or(|held| held.iter().all(|c| leaving.contains(c.as_str()))))
+            .collect();
         self.remove(&gone).await?;
         Ok(gone)
     }
@@ -273,15 +273,17 @@ impl<'a> Engine<'a> {
     pub(crate) async fn send_batch(&self, contacts: &[SourceContact], force: bool) -> Result<BatchResult, SyncError> {
         let mut result = BatchResult::default();
         let mut planned = Vec::new();
+        let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
+        let entries = self.sync().index_entries(self.pipeline.id, &ids).await?;
         for contact in contacts {
             let rows = rows(self.pipeline, contact);
             let fingerprint = fingerprint(self.pipeline, &rows);
-            let entry = self.sync().index_entry(self.pipeline.id, &contact.id).await?;
-            if !force && entry.as_ref().is_some_and(|e| e.fingerprint == fingerprint) {
+            let entry = entries.get(&contact.id);
+            if !force && entry.is_some_and(|e| e.fingerprint == fingerprint) {
                 result.unchanged += 1;
                 continue;
             }
-            let old_emails = entry.map(|e| e.emails).unwrap_or_default();
+            let old_emails = entry.map(|e| e.emails.clone()).unwrap_or_default();
             planned.push(Planned { contact_id: contact.id.clone(), rows, fingerprint, old_emails });
         }
         // Row i of the import is (contact, address).
@@ -302,11 +304,15 @@ impl<'a> Engine<'a> {
                 });
             }
         }
-        // Addresses sent now stay, whoever dropped them.
-        let keep: BTreeSet<String> = planned.iter().flat_map(|p| p.rows.iter().map(|r| r.email.clone())).collect();
+        // Addresses sent now stay, whoever dropped them. Of those dropped, an address goes
+        // when no contact outside this batch has it either (one inside that still has it
+        // sent it now).
+        let keep: BTreeSet<&String> = planned.iter().flat_map(|p| p.rows.iter().map(|r| &r.email)).collect();
+        let dropped: BTreeSet<String> =
+            planned.iter().flat_map(|p| &p.old_emails).filter(|e| !keep.contains(e)).cloned().collect();
+        let rewritten: BTreeSet<&str> = planned.iter().map(|p| p.contact_id.as_str()).collect();
+        result.removed = self.remove_unheld(dropped, &rewritten).await?;
         for (plan, refused) in planned.iter().zip(refused) {
-            let removed = self.remove_unshared(&plan.contact_id, &plan.old_emails, &keep).await?;
-            result.removed.extend(removed);
             let emails: Vec<String> =
                 plan.rows.iter().map(|r| r.email.clone()).filter(|e| !refused.contains(e)).collect();
             let phones: Vec<String> = plan.rows.first().and_then(|r| r.phone.clone()).into_iter().collect();

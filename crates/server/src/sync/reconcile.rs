@@ -3,7 +3,7 @@
 //! contacts missing in the list are mirrored again, index entries whose contact is gone are
 //! deleted per the policy, and addresses in the list that no indexed contact has are excluded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crmhub_core::crm::ChangeCursor;
 use crmhub_store::jobs::ClaimedJob;
@@ -38,15 +38,15 @@ pub async fn reconcile(engine: &Engine<'_>) -> Result<ReconcileReport, SyncError
     let sync = engine.sync();
     let pipeline = engine.pipeline;
     // The source's ids and addresses.
-    let mut source: Vec<(String, Vec<String>)> = Vec::new();
+    // By id: a contact changed during the read shows up again, its last addresses win.
+    let mut source: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut gone_in_feed: BTreeSet<String> = BTreeSet::new();
     let mut cursor: Option<ChangeCursor> = None;
     for _ in 0..MAX_FEED_PAGES {
         let page = engine.source.list_changes(cursor.as_ref()).await?;
         for record in page.updated {
             let emails = record.emails.iter().map(|e| normal_email(e)).filter(|e| !e.is_empty()).collect();
-            source.retain(|(id, _)| *id != record.id);
-            source.push((record.id, emails));
+            source.insert(record.id, emails);
         }
         gone_in_feed.extend(page.deleted);
         cursor = Some(page.next);
@@ -68,14 +68,14 @@ pub async fn reconcile(engine: &Engine<'_>) -> Result<ReconcileReport, SyncError
     let mut report = ReconcileReport { checked: source.len() as u64, ..Default::default() };
     // Addresses removed by the repairs below (`listed` was read before them).
     let mut gone: BTreeSet<String> = BTreeSet::new();
-    let source_ids: BTreeSet<&String> = source.iter().map(|(id, _)| id).collect();
+    let ids: Vec<String> = source.keys().cloned().collect();
+    let entries = sync.index_entries(pipeline.id, &ids).await?;
 
     for (id, emails) in &source {
         if gone_in_feed.contains(id) {
             continue;
         }
-        let entry = sync.index_entry(pipeline.id, id).await?;
-        let missing = match &entry {
+        let missing = match entries.get(id) {
             None => true,
             Some(entry) => {
                 entry.emails.iter().any(|e| !listed.contains(e)) || emails.iter().any(|e| !listed.contains(e))
@@ -93,7 +93,7 @@ pub async fn reconcile(engine: &Engine<'_>) -> Result<ReconcileReport, SyncError
         }
     }
     for id in sync.indexed_contacts(pipeline.id).await? {
-        if source_ids.contains(&id) && !gone_in_feed.contains(&id) {
+        if source.contains_key(&id) && !gone_in_feed.contains(&id) {
             continue;
         }
         // Confirmed by the source before anything is removed.

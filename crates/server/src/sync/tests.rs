@@ -367,6 +367,31 @@ async fn a_changed_address_removes_the_old_one() {
 }
 
 #[tokio::test]
+async fn an_address_two_contacts_drop_in_one_page_goes_and_one_still_held_outside_stays() {
+    let w = world(Deletion::Exclude, json!({"name": "Name"})).await;
+    let source = FakeSource::with_page(100);
+    source.put(1, &["shared@example.com", "one@example.com"]);
+    source.put(2, &["shared@example.com"]);
+    source.put(3, &["kept@example.com"]);
+    source.put(4, &["kept@example.com"]);
+    let list = FakeList::default();
+    assert_eq!(backfill(&w, &source, &list).await, RunStatus::Done);
+    // One page rewrites 1 and 2 without the address they shared, and 3 without one that 4
+    // (not in the page) still has.
+    source.put(1, &["one@example.com"]);
+    source.put(2, &["two@example.com"]);
+    source.put(3, &["three@example.com"]);
+    let engine = Engine::new(&w.store, &w.pipeline, &source, &list);
+    let page = source.list_changes(Some(&ChangeCursor("3".into()))).await.unwrap();
+    assert_eq!(page.updated.len(), 3);
+    let contacts: Vec<_> = page.updated.into_iter().map(Into::into).collect();
+    let result = engine.send_batch(&contacts, false).await.unwrap();
+    assert_eq!(result.removed, ["shared@example.com"], "removed once, though both dropped it");
+    let expected = ["kept@example.com", "one@example.com", "three@example.com", "two@example.com"];
+    assert_eq!(list.members(), expected.iter().map(|e| (*e).to_owned()).collect::<BTreeSet<_>>());
+}
+
+#[tokio::test]
 async fn the_delete_policy_deletes_account_wide_and_exclude_only_leaves_the_list() {
     for (policy, in_account) in [(Deletion::Exclude, true), (Deletion::Delete, false)] {
         let w = world(policy, json!({"name": "Name"})).await;

@@ -16,6 +16,7 @@ use crate::on_both_backends;
 on_both_backends!(
     pipelines_are_named_once_per_tenant_and_cascade_with_their_connections,
     the_index_knows_which_contacts_still_hold_an_address,
+    a_large_index_write_lands_whole_and_the_last_write_for_a_contact_wins,
     a_run_starts_once_and_commits_pages_with_their_checkpoint,
     a_delivery_is_kept_with_its_jobs_sealed_and_quarantine_is_redriven_once,
 );
@@ -97,19 +98,75 @@ async fn the_index_knows_which_contacts_still_hold_an_address(which: Which) {
     )
     .await
     .unwrap();
-    assert_eq!(sync.email_holders(p.id, "shared@x.io", "1").await.unwrap(), ["2"]);
-    assert!(sync.email_holders(p.id, "one@x.io", "1").await.unwrap().is_empty());
+    let asked = ["shared@x.io".to_owned(), "one@x.io".to_owned(), "nobody@x.io".to_owned()];
+    let holders = sync.email_holders(p.id, &asked).await.unwrap();
+    assert_eq!(holders.get("shared@x.io").unwrap(), &["1", "2"]);
+    assert_eq!(holders.get("one@x.io").unwrap(), &["1"]);
+    assert!(!holders.contains_key("nobody@x.io"), "an address nobody has is absent");
+    let entries = sync.index_entries(p.id, &["2".to_owned(), "1".to_owned(), "3".to_owned()]).await.unwrap();
+    assert_eq!(entries.len(), 2, "one read for several contacts, the unindexed one absent");
+    assert_eq!(entries["2"].emails, ["shared@x.io"]);
     let entry = sync.index_entry(p.id, "1").await.unwrap().unwrap();
     assert_eq!(entry.emails, ["shared@x.io", "one@x.io"]);
     assert_eq!(entry.fingerprint, "shared@x.io,one@x.io");
 
     // A changed address replaces the old one in the address table too.
     sync.write_index(p.id, &[IndexWrite { contact_id: "2".into(), sent: sent(&["new@x.io"]) }]).await.unwrap();
-    assert!(sync.email_holders(p.id, "shared@x.io", "1").await.unwrap().is_empty());
+    let holders = sync.email_holders(p.id, &["shared@x.io".to_owned()]).await.unwrap();
+    assert_eq!(holders.get("shared@x.io").unwrap(), &["1"]);
     sync.write_index(p.id, &[IndexWrite { contact_id: "1".into(), sent: None }]).await.unwrap();
     assert!(sync.index_entry(p.id, "1").await.unwrap().is_none());
     assert_eq!(sync.indexed_contacts(p.id).await.unwrap(), ["2"]);
     assert_eq!(sync.indexed_emails(p.id).await.unwrap().into_iter().collect::<Vec<_>>(), ["new@x.io"]);
+}
+
+async fn a_large_index_write_lands_whole_and_the_last_write_for_a_contact_wins(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    let (src, dst) = (connection(&store, &t, "kommo", "k").await, connection(&store, &t, "uni", "u").await);
+    let sync = store.sync(t.id);
+    let p = sync.create_pipeline(new_pipeline("main", src.id, dst.id)).await.unwrap();
+    // More contacts than one statement binds, each with two addresses (one of them twice).
+    let contacts = 1_234;
+    let first: Vec<IndexWrite> = (0..contacts)
+        .map(|i| {
+            let (own, other) = (format!("c{i}@x.io"), format!("alt{i}@x.io"));
+            IndexWrite { contact_id: i.to_string(), sent: sent(&[&own, &other, &own]) }
+        })
+        .collect();
+    sync.write_index(p.id, &first).await.unwrap();
+    assert_eq!(sync.indexed_contacts(p.id).await.unwrap().len(), contacts);
+    assert_eq!(sync.indexed_emails(p.id).await.unwrap().len(), 2 * contacts, "each address once per contact");
+    let ids: Vec<String> = (0..contacts).map(|i| i.to_string()).collect();
+    assert_eq!(sync.index_entries(p.id, &ids).await.unwrap().len(), contacts, "read back in chunks, all of them");
+
+    // One write set that changes a contact twice, removes one and then re-adds it, and
+    // removes another for good: applied as if one after the other.
+    sync.write_index(
+        p.id,
+        &[
+            IndexWrite { contact_id: "1".into(), sent: sent(&["first@x.io"]) },
+            IndexWrite { contact_id: "1".into(), sent: sent(&["second@x.io"]) },
+            IndexWrite { contact_id: "2".into(), sent: None },
+            IndexWrite { contact_id: "2".into(), sent: sent(&["back@x.io"]) },
+            IndexWrite { contact_id: "3".into(), sent: sent(&["gone@x.io"]) },
+            IndexWrite { contact_id: "3".into(), sent: None },
+        ],
+    )
+    .await
+    .unwrap();
+    let entries = sync.index_entries(p.id, &["1".into(), "2".into(), "3".into()]).await.unwrap();
+    assert_eq!(entries["1"].emails, ["second@x.io"]);
+    assert_eq!(entries["2"].emails, ["back@x.io"]);
+    assert!(!entries.contains_key("3"));
+    let asked: Vec<String> = ["first@x.io", "second@x.io", "c1@x.io", "gone@x.io", "c3@x.io", "c4@x.io"]
+        .iter()
+        .map(|e| (*e).to_owned())
+        .collect();
+    let holders = sync.email_holders(p.id, &asked).await.unwrap();
+    assert_eq!(holders.keys().map(String::as_str).collect::<Vec<_>>(), ["c4@x.io", "second@x.io"]);
+    assert_eq!(sync.indexed_contacts(p.id).await.unwrap().len(), contacts - 1);
 }
 
 async fn a_run_starts_once_and_commits_pages_with_their_checkpoint(which: Which) {
