@@ -1,6 +1,6 @@
-//! Signed social-inbox `/search` through crmhub — SQLite, the Vtiger simulator on loopback, a
-//! URL signed the way the platform signs it — beside a bare axum handler that returns the same
-//! JSON: requests per second and p50/p99 latency at 4 and 64 connections, and the ratio.
+//! Signed social-inbox `/search` through crmhub — SQLite, a CRM on loopback, a URL signed the
+//! way the platform signs it — beside a bare axum handler that returns the same JSON: requests
+//! per second, p50/p99 latency and crmhub's own CPU per request at 4 and 64 connections.
 //!
 //! ```sh
 //! cargo bench -p crmhub --bench social_search          # release build; not part of scripts/test
@@ -8,21 +8,36 @@
 //!
 //! The load generator keeps N HTTP/1.1 keep-alive connections to 127.0.0.1, each sending its
 //! next request when the previous answer is in (closed loop), for a fixed time and at most a
-//! fixed number of requests. It runs on its own thread and runtime; crmhub, the simulator and
-//! the bare handler share one multi-threaded runtime, as they would share the machine.
-//! Two CRMs stand behind crmhub. The Vtiger simulator models Vtiger (one lock, a VTQL scan per
-//! query), so a row through it mostly measures the simulator; its `crm-only` row sends crmhub's
-//! own contacts query (built by the connector's query builder, so it cannot drift) straight to
-//! it. A canned-answer stub answers the same queries from memory with no lock: `crmhub-stub`
-//! against `stub-direct` (one stub answer per request) is crmhub's own cost with its outbound
-//! hop. A search makes two CRM calls (matching accounts, then contacts), so `crmhub-stub` is
-//! reported as a ratio to `stub-direct` as well as to `bare`.
-//! The outbound rate budget is raised for the run: the default per-connection budget (25 req/s)
-//! would otherwise measure the throttle rather than the gateway.
+//! fixed number of requests; an answer that takes longer than the platform's patience (5 s) is
+//! a time-out and its connection is opened again. It runs on the main thread. crmhub runs on a
+//! runtime of its own (threads `crmhub`), the CRMs and the bare handler on another (`peer`), so
+//! crmhub's CPU is measured apart: the process's CPU over the row less the peers' threads and
+//! the load generator's (`/proc/self/task/*/stat`), divided by the requests answered.
+//!
+//! Rows:
+//! * `bare`: an axum handler returning crmhub's answer — the ceiling of any HTTP service here;
+//! * `crmhub-gw`: a signed request with `q=0`, verified and refused before any CRM call;
+//! * `stub-direct`: one canned-answer Vtiger stub answer (from memory, no lock) per request;
+//! * `crmhub-stub`: searches through crmhub to the stub, a different term each (`red0`,
+//!   `red1`, …: the stub answers any term alike), so every search makes its own two CRM calls
+//!   (matching accounts, then contacts) and 50 % of `stub-direct` is the most it could reach;
+//! * `coalesced`: the same with one term from every connection, so concurrent searches share
+//!   their CRM calls (single flight; the result cache stays off, its default);
+//! * `crmhub`, `crm-only`: searches through crmhub to the Vtiger simulator (a term each, which
+//!   the simulator searches for real and mostly does not find), and
+//!   crmhub's own contacts query (built by the connector's query builder) straight to it; the
+//!   simulator serialises all work behind one lock, so these rows mostly measure it;
+//! * `overload` (64 connections only): distinct searches through a second crmhub with the
+//!   default outbound budget (25 requests a second per connection, `interactive_max_wait_ms`
+//!   1000): most are answered 503 with `Retry-After` at once; none may time out.
+//!
+//! `CRM/1k` is the stub's requests per 1,000 searches answered. Outside the overload row the
+//! outbound budget is raised: the default would measure the throttle rather than the gateway.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -45,21 +60,33 @@ const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 /// Requests per measurement at most, whatever the speed.
 const MAX_REQUESTS: i64 = 2_000_000;
+/// The platform's patience: an answer later than this is a time-out.
+const PATIENCE: Duration = Duration::from_secs(5);
 /// Seeded contacts besides Susan Red and Frank Redford, as in `crmhub demo`.
 const SEEDED_CONTACTS: usize = 300;
+/// Distinct search terms (`red0` …) a row cycles through.
+const TERMS: usize = 1_000;
 const SECRET: &str = "changeme!";
 
 struct Target {
     name: &'static str,
     addr: SocketAddr,
-    request: Arc<[u8]>,
-    /// The status every answer must have; others count as errors.
-    expect: u16,
+    /// Sent in turn (each connection starting at its own place).
+    requests: Arc<[Arc<[u8]>]>,
+    /// Statuses that count as answers; others count as errors.
+    expect: &'static [u16],
+    /// Whether crmhub serves it (its CPU is then reported).
+    through_crmhub: bool,
+    /// Only at this many connections, when set.
+    only_at: Option<usize>,
 }
 
+#[derive(Default)]
 struct Measurement {
     requests: usize,
     errors: usize,
+    unavailable: usize,
+    timeouts: usize,
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
@@ -71,45 +98,125 @@ impl Measurement {
     }
 }
 
-/// `cargo bench -p crmhub --bench social_search -- NAME…` runs only the targets named (for
+/// CPU time of this process, split into crmhub's threads, the peers' and the load generator's
+/// (the main thread), in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTicks {
+    process: u64,
+    peers: u64,
+    load: u64,
+}
+
+impl CpuTicks {
+    fn read() -> anyhow::Result<Self> {
+        let ticks = |stat: &str| -> anyhow::Result<u64> {
+            // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')').context("a stat line")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Ok(fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?)
+        };
+        let mut cpu = Self { process: ticks(&std::fs::read_to_string("/proc/self/stat")?)?, ..Self::default() };
+        let main = std::process::id().to_string();
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let task = task?.path();
+            let (Ok(name), Ok(stat)) =
+                (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat")))
+            else {
+                continue; // the thread ended meanwhile
+            };
+            if name.starts_with("peer") {
+                cpu.peers += ticks(&stat)?;
+            } else if task.file_name().is_some_and(|id| id.to_string_lossy() == main) {
+                cpu.load += ticks(&stat)?;
+            }
+        }
+        Ok(cpu)
+    }
+
+    /// crmhub's CPU between `self` and `later`: everything but the peers and the load.
+    fn crmhub_since(self, later: Self, tick: Duration) -> Duration {
+        let all = later.process.saturating_sub(self.process);
+        let others = later.peers.saturating_sub(self.peers) + later.load.saturating_sub(self.load);
+        tick * u32::try_from(all.saturating_sub(others)).unwrap_or(u32::MAX)
+    }
+}
+
+fn clock_tick() -> Duration {
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok())
+        .unwrap_or(100);
+    Duration::from_secs(1) / hz.max(1)
+}
+
+/// `cargo bench -p crmhub --bench social_search -- NAME…` runs only the rows named (for
 /// profiling one of them); cargo's own `--bench` flag is ignored.
 fn main() -> anyhow::Result<()> {
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let servers = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (targets, _keep) = servers.block_on(start())?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let crmhub = tokio::runtime::Builder::new_multi_thread().thread_name("crmhub").enable_all().build()?;
+    let peers =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).thread_name("peer").enable_all().build()?;
+    let (targets, stub_calls, _keep) = crmhub.block_on(start(peers.handle()))?;
     let targets: Vec<Target> =
         targets.into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.name)).collect();
     let load = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("social /search: crmhub (SQLite, Vtiger simulator on loopback) vs a bare axum handler");
-    println!("{cpus} CPUs; servers on one tokio runtime ({cpus} workers), load on its own thread");
+    let tick = clock_tick();
+    println!("social /search: crmhub (SQLite) to a CRM on loopback, beside a bare axum handler");
+    println!("{cpus} CPUs; crmhub on one runtime ({cpus} workers), the CRMs on another, load on the main thread");
     println!("closed loop, keep-alive; {}s warm-up + {}s measured per row", WARMUP.as_secs(), MEASURE.as_secs());
-    println!("crmhub-gw: the same signed request with q=0 (verified, answered 400 before any CRM call)");
-    println!("crm-only: crmhub's contacts query, straight to the Vtiger simulator");
-    println!("crmhub-stub / stub-direct: the same through crmhub to the canned-answer stub, and straight to it\n");
+    println!("crmhub µs/req: crmhub's CPU (all its threads) per answered request; CRM/1k: stub requests per 1,000\n");
     println!(
-        "{:>5}  {:<11} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9}",
-        "conns", "target", "req/s", "p50 ms", "p99 ms", "errors", "vs bare", "vs stub"
+        "{:>5}  {:<11} {:>9} {:>8} {:>8} {:>6} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8}",
+        "conns",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "503",
+        "t/o",
+        "errors",
+        "vs bare",
+        "vs stub",
+        "µs/req",
+        "CRM/1k"
     );
     for connections in CONNECTIONS {
-        let mut rates = std::collections::HashMap::new();
-        for target in &targets {
+        let mut rates = HashMap::new();
+        for target in targets.iter().filter(|t| t.only_at.is_none_or(|n| n == connections)) {
             load.block_on(measure(target, connections, WARMUP))?;
+            let (cpu_before, calls_before) = (CpuTicks::read()?, stub_calls.load(Ordering::Relaxed));
             let m = load.block_on(measure(target, connections, MEASURE))?;
+            let (cpu_after, calls_after) = (CpuTicks::read()?, stub_calls.load(Ordering::Relaxed));
             let rate = m.per_second();
             rates.insert(target.name, rate);
             let ratio_to =
                 |name: &str| rates.get(name).map_or_else(String::new, |r| format!("{:.1}%", rate / r * 100.0));
-            let vs_stub = if target.name == "crmhub-stub" { ratio_to("stub-direct") } else { String::new() };
+            let vs_stub = if matches!(target.name, "crmhub-stub" | "coalesced") {
+                ratio_to("stub-direct")
+            } else {
+                String::new()
+            };
+            let per_request = (target.through_crmhub && m.requests > 0)
+                .then(|| cpu_before.crmhub_since(cpu_after, tick).as_secs_f64() * 1e6 / m.requests as f64);
+            let calls = calls_after - calls_before;
+            let per_thousand = (target.through_crmhub && calls > 0 && m.requests > 0)
+                .then(|| calls as f64 * 1000.0 / m.requests as f64);
             println!(
-                "{connections:>5}  {:<11} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>8} {:>9}",
+                "{connections:>5}  {:<11} {:>9.0} {:>8.3} {:>8.3} {:>6} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8}",
                 target.name,
                 rate,
                 m.p50.as_secs_f64() * 1e3,
                 m.p99.as_secs_f64() * 1e3,
+                m.unavailable,
+                m.timeouts,
                 m.errors,
                 ratio_to("bare"),
-                vs_stub
+                vs_stub,
+                per_request.map_or_else(String::new, |us| format!("{us:.0}")),
+                per_thousand.map_or_else(String::new, |n| format!("{n:.0}")),
             );
         }
         println!();
@@ -120,13 +227,32 @@ fn main() -> anyhow::Result<()> {
 /// What must stay alive while the load runs.
 struct Running {
     _crm: VtigerSimHandle,
-    _data: tempfile::TempDir,
+    _data: Vec<tempfile::TempDir>,
 }
 
-/// Starts the simulator, crmhub with tenant `bench` and its channel, and the bare handler
-/// serving exactly the body crmhub answered.
-async fn start() -> anyhow::Result<(Vec<Target>, Running)> {
-    let crm = vtiger::try_spawn(VtigerSimOptions::default()).await?;
+/// A crmhub with tenant `bench` (Vtiger simulator) and tenant `stub` (the stub), its outbound
+/// budget raised unless `default_budget`.
+async fn start_crmhub(default_budget: bool) -> anyhow::Result<(Application, tempfile::TempDir)> {
+    let data = tempfile::tempdir()?;
+    let mut config = Settings::defaults()?;
+    config.data_dir = data.path().to_path_buf();
+    config.server.listen = "127.0.0.1:0".into();
+    config.admin.token = "bench-admin-token-0123456789".into();
+    config.outbound.allow_private = vec!["127.0.0.1/32".into()];
+    if !default_budget {
+        config.outbound.per_connection_rps = 1e6;
+        config.outbound.per_connection_burst = 1_000_000;
+        config.outbound.per_host_rps = 1e6;
+        config.outbound.per_host_burst = 1_000_000;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    Ok((Application::builder(config).listener(listener).build().await?, data))
+}
+
+/// Starts the CRMs on `peers`, crmhub (twice: budget raised, and default for the overload row)
+/// and the bare handler serving exactly the body crmhub answered.
+async fn start(peers: &tokio::runtime::Handle) -> anyhow::Result<(Vec<Target>, Arc<AtomicU64>, Running)> {
+    let crm = peers.spawn(vtiger::try_spawn(VtigerSimOptions::default())).await??;
     let account = crm.insert_record("Accounts", [("accountname", "Redwood Supplies")]);
     let contacts = [
         vec![("firstname", "Susan"), ("lastname", "Red"), ("account_id", account.as_str())],
@@ -136,66 +262,96 @@ async fn start() -> anyhow::Result<(Vec<Target>, Running)> {
         crm.insert_record("Contacts", fields);
     }
     crm.seed_demo_contacts(SEEDED_CONTACTS);
+    let stub_calls = Arc::new(AtomicU64::new(0));
+    let stub = start_stub(peers, &crm, stub_calls.clone()).await?;
 
-    let data = tempfile::tempdir()?;
-    let mut config = Settings::defaults()?;
-    config.data_dir = data.path().to_path_buf();
-    config.server.listen = "127.0.0.1:0".into();
-    config.admin.token = "bench-admin-token-0123456789".into();
-    config.outbound.allow_private = vec!["127.0.0.1/32".into()];
-    config.outbound.per_connection_rps = 1e6;
-    config.outbound.per_connection_burst = 1_000_000;
-    config.outbound.per_host_rps = 1e6;
-    config.outbound.per_host_burst = 1_000_000;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let app = Application::builder(config).listener(listener).build().await?;
-    let crmhub = app.local_addr();
-    let path = configure(app.state(), "bench", &crm.base_url(), crm.admin_access_key(), crmhub).await?;
-    let stub = start_stub(&crm).await?;
-    let (stub_search, _) =
-        configure(app.state(), "stub", &format!("http://{stub}"), crm.admin_access_key(), crmhub).await?;
+    let (app, data) = start_crmhub(false).await?;
+    let addr = app.local_addr();
+    let sim_paths = configure(app.state(), "bench", &crm.base_url(), crm.admin_access_key(), addr).await?;
+    let stub_paths = configure(app.state(), "stub", &format!("http://{stub}"), crm.admin_access_key(), addr).await?;
     tokio::spawn(app.run_until_stopped());
+    let (throttled, throttled_data) = start_crmhub(true).await?;
+    let throttled_addr = throttled.local_addr();
+    let overload_paths =
+        configure(throttled.state(), "stub", &format!("http://{stub}"), crm.admin_access_key(), throttled_addr).await?;
+    tokio::spawn(throttled.run_until_stopped());
 
-    let (search, no_term) = path;
-    let gateway = Target { name: "crmhub-gw", addr: crmhub, request: request(&no_term), expect: 400 };
-    let crmhub = Target { name: "crmhub", addr: crmhub, request: request(&search), expect: 200 };
-    let (status, body) = fetch(&crmhub).await?;
+    let through = |name, addr, paths: &[String], expect| Target {
+        name,
+        addr,
+        requests: paths.iter().map(|p| request(p)).collect(),
+        expect,
+        through_crmhub: true,
+        only_at: None,
+    };
+    let crmhub = through("crmhub", addr, &sim_paths.terms, &[200]);
+    let (status, body) = fetch(addr, &request(&sim_paths.one_term)).await?;
     if status != 200 || !body.contains("Susan Red") {
         bail!("crmhub did not answer the signed search: {status} {body}");
     }
-    let (status, body) = fetch(&gateway).await?;
+    let gateway = through("crmhub-gw", addr, std::slice::from_ref(&sim_paths.no_term), &[400]);
+    let (status, body) = fetch(addr, &gateway.requests[0]).await?;
     if status != 400 {
         bail!("crmhub did not refuse q=0: {status} {body}");
     }
-    let bare = TcpListener::bind("127.0.0.1:0").await?;
-    let bare_addr = bare.local_addr()?;
-    let body: &'static str = body.leak();
+    let through_stub = through("crmhub-stub", addr, &stub_paths.terms, &[200]);
+    let coalesced = through("coalesced", addr, std::slice::from_ref(&stub_paths.one_term), &[200]);
+    let (status, one_term_body) = fetch(addr, &coalesced.requests[0]).await?;
+    if status != 200 || !one_term_body.contains("Susan Red") {
+        bail!("crmhub did not answer the signed search through the stub: {status} {one_term_body}");
+    }
+    let overload =
+        Target { only_at: Some(64), ..through("overload", throttled_addr, &overload_paths.terms, &[200, 503]) };
+
+    let body: &'static str = one_term_body.leak();
     let router =
         axum::Router::new().route("/search", get(move || async move { ([(CONTENT_TYPE, "application/json")], body) }));
-    tokio::spawn(async move { axum::serve(bare, router).await });
+    let bare = serve_on(peers, router).await?;
     let bare = Target {
         name: "bare",
-        addr: bare_addr,
-        request: request(&format!("/search?{}", query_of(&search))),
-        expect: 200,
+        addr: bare,
+        requests: [request(&format!("/search?{}", query_of(&stub_paths.one_term)))].into(),
+        expect: &[200],
+        through_crmhub: false,
+        only_at: None,
     };
-    let crm_only =
-        Target { name: "crm-only", addr: crm.addr(), request: request(&direct_query(&crm).await?), expect: 200 };
-    let through_stub = Target { name: "crmhub-stub", addr: crmhub.addr, request: request(&stub_search), expect: 200 };
-    let (status, body) = fetch(&through_stub).await?;
-    if status != 200 || !body.contains("Susan Red") {
-        bail!("crmhub did not answer the signed search through the stub: {status} {body}");
-    }
+    let crm_only = Target {
+        name: "crm-only",
+        addr: crm.addr(),
+        requests: [request(&direct_query(&crm).await?)].into(),
+        ..bare_like()
+    };
     let stub_direct = Target {
         name: "stub-direct",
         addr: stub,
-        request: request(&format!(
+        requests: [request(&format!(
             "/webservice.php?operation=query&sessionName=stub&query={}",
             encode(&contacts_query(&crm)?)
-        )),
-        expect: 200,
+        ))]
+        .into(),
+        ..bare_like()
     };
-    Ok((vec![bare, crmhub, gateway, crm_only, stub_direct, through_stub], Running { _crm: crm, _data: data }))
+    let targets = vec![bare, gateway, stub_direct, through_stub, coalesced, crmhub, crm_only, overload];
+    Ok((targets, stub_calls, Running { _crm: crm, _data: vec![data, throttled_data] }))
+}
+
+/// The fields of a row crmhub does not serve.
+fn bare_like() -> Target {
+    Target {
+        name: "",
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        requests: Arc::new([]),
+        expect: &[200],
+        through_crmhub: false,
+        only_at: None,
+    }
+}
+
+async fn serve_on(peers: &tokio::runtime::Handle, router: axum::Router) -> anyhow::Result<SocketAddr> {
+    let listener = peers.spawn(TcpListener::bind("127.0.0.1:0")).await??;
+    let addr = listener.local_addr()?;
+    peers.spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
 }
 
 fn encode(text: &str) -> String {
@@ -214,11 +370,17 @@ fn contacts_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
 /// A Vtiger that answers from memory, with no lock: every login succeeds, a query for Accounts
 /// gets the simulator's accounts and any other query its search results for `red` — so that a
 /// row through it measures crmhub, not the CRM.
-async fn start_stub(crm: &VtigerSimHandle) -> anyhow::Result<SocketAddr> {
+/// Every request it answers is counted in `calls`.
+async fn start_stub(
+    peers: &tokio::runtime::Handle,
+    crm: &VtigerSimHandle,
+    calls: Arc<AtomicU64>,
+) -> anyhow::Result<SocketAddr> {
     use axum::extract::RawQuery;
     let direct = direct_query(crm).await?;
-    let (_, contacts) =
-        fetch(&Target { name: "setup", addr: crm.addr(), request: request(&direct), expect: 200 }).await?;
+    let (_, contacts) = fetch(crm.addr(), &request(&direct)).await?;
+    let records = serde_json::from_str::<serde_json::Value>(&contacts)?["result"].as_array().map_or(0, Vec::len);
+    println!("the stub answers a contacts query with {} bytes ({records} contacts)", contacts.len());
     let accounts: Vec<serde_json::Value> = crm
         .records("Accounts")
         .iter()
@@ -230,7 +392,8 @@ async fn start_stub(crm: &VtigerSimHandle) -> anyhow::Result<SocketAddr> {
         r#"{"success":true,"result":{"token":"5f2a1c3b4d6e7","serverTime":1,"expireTime":4102444800}}"#;
     let login: &'static str =
         r#"{"success":true,"result":{"sessionName":"stub","userId":"19x1","version":"0.22","vtigerVersion":"8.2.0"}}"#;
-    let answer = move |query: Option<String>, body: String| async move {
+    let answer = move |query: Option<String>, body: String| {
+        calls.fetch_add(1, Ordering::Relaxed);
         let query = query.unwrap_or_default();
         let text = if query.contains("getchallenge") {
             challenge
@@ -243,15 +406,13 @@ async fn start_stub(crm: &VtigerSimHandle) -> anyhow::Result<SocketAddr> {
         };
         ([(CONTENT_TYPE, "application/json")], text)
     };
+    let answer_post = answer.clone();
     let router = axum::Router::new().route(
         "/webservice.php",
-        get(move |RawQuery(q): RawQuery| answer(q, String::new()))
-            .post(move |RawQuery(q): RawQuery, body: String| answer(q, body)),
+        get(move |RawQuery(q): RawQuery| std::future::ready(answer(q, String::new())))
+            .post(move |RawQuery(q): RawQuery, body: String| std::future::ready(answer_post(q, body))),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(addr)
+    serve_on(peers, router).await
 }
 
 /// The search query crmhub sends, addressed to the simulator directly with a session of its own:
@@ -260,8 +421,7 @@ async fn direct_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
     use md5::{Digest, Md5};
     let addr = crm.addr();
     let ask = |raw: String| async move {
-        let target = Target { name: "setup", addr, request: raw.into_bytes().into(), expect: 200 };
-        let (_, body) = fetch(&target).await?;
+        let (_, body) = fetch(addr, raw.as_bytes()).await?;
         anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
     };
     let challenge =
@@ -279,15 +439,25 @@ async fn direct_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
     Ok(format!("/webservice.php?operation=query&sessionName={session}&query={}", encode(&contacts_query(crm)?)))
 }
 
-/// Tenant `slug`, a Vtiger connection to `host` and the channel (secret `changeme!`); returns
-/// the paths of a signed search for `red` and of a signed search with `q=0`.
+/// Signed request paths of one tenant's channel.
+struct Paths {
+    /// A search for `red`.
+    one_term: String,
+    /// Searches for `red0` … (one per term).
+    terms: Vec<String>,
+    /// A search with `q=0`, refused once verified.
+    no_term: String,
+}
+
+/// Tenant `slug`, a Vtiger connection to `host` and the channel (secret `changeme!`), and the
+/// signed paths of its searches.
 async fn configure(
     state: &crmhub_server::AppState,
     slug: &str,
     host: &str,
     access_key: &str,
     addr: SocketAddr,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<Paths> {
     let store = &state.store;
     let tenant = store
         .tenants()
@@ -317,7 +487,11 @@ async fn configure(
             signed_url(&public_url, &tenant.slug, Endpoint::Search, &[("q", term)], &Secret::new(SECRET), expires);
         url.trim_start_matches(public_url.as_str().trim_end_matches('/')).to_owned()
     };
-    Ok((path("red"), path("0")))
+    Ok(Paths {
+        one_term: path("red"),
+        terms: (0..TERMS).map(|i| path(&format!("red{i}"))).collect(),
+        no_term: path("0"),
+    })
 }
 
 fn query_of(path: &str) -> &str {
@@ -328,9 +502,9 @@ fn request(path: &str) -> Arc<[u8]> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n").into_bytes().into()
 }
 
-async fn fetch(target: &Target) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    stream.write_all(&target.request).await?;
+async fn fetch(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
     let mut buf = Vec::new();
     let (status, body_at) = read_response(&mut stream, &mut buf).await?;
     Ok((status, String::from_utf8_lossy(&buf[body_at..]).into_owned()))
@@ -342,43 +516,77 @@ async fn measure(target: &Target, connections: usize, duration: Duration) -> any
     let started = Instant::now();
     let deadline = started + duration;
     let clients: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(client(target.addr, target.request.clone(), target.expect, deadline, budget.clone())))
+        .map(|i| {
+            let start = i * target.requests.len() / connections;
+            tokio::spawn(client(target.addr, target.requests.clone(), start, target.expect, deadline, budget.clone()))
+        })
         .collect();
     let mut latencies = Vec::new();
-    let mut errors = 0;
+    let mut m = Measurement::default();
     for client in clients {
-        let (mut mine, failed) = client.await.context("load client")??;
-        latencies.append(&mut mine);
-        errors += failed;
+        let mut mine = client.await.context("load client")??;
+        latencies.append(&mut mine.latencies);
+        m.errors += mine.errors;
+        m.unavailable += mine.unavailable;
+        m.timeouts += mine.timeouts;
     }
-    let elapsed = started.elapsed();
+    m.elapsed = started.elapsed();
     latencies.sort_unstable();
     let at = |pct: usize| latencies.get(latencies.len() * pct / 100).copied().unwrap_or_default();
-    Ok(Measurement { requests: latencies.len(), errors, elapsed, p50: at(50), p99: at(99) })
+    (m.requests, m.p50, m.p99) = (latencies.len(), at(50), at(99));
+    Ok(m)
 }
 
-/// One keep-alive connection: latencies of its requests, and how many had another status
-/// than `expect`.
+#[derive(Default)]
+struct ClientRun {
+    latencies: Vec<Duration>,
+    errors: usize,
+    unavailable: usize,
+    timeouts: usize,
+}
+
+/// One keep-alive connection sending `requests` in turn from `start`: the latencies of its
+/// answers and what they were.
 async fn client(
     addr: SocketAddr,
-    request: Arc<[u8]>,
-    expect: u16,
+    requests: Arc<[Arc<[u8]>]>,
+    start: usize,
+    expect: &'static [u16],
     deadline: Instant,
     budget: Arc<AtomicI64>,
-) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+) -> anyhow::Result<ClientRun> {
+    let connect = || async move {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        anyhow::Ok(stream)
+    };
+    let mut stream = connect().await?;
     let mut buf = Vec::with_capacity(4096);
-    let mut latencies = Vec::with_capacity(16_384);
-    let mut errors = 0;
+    let mut run = ClientRun { latencies: Vec::with_capacity(16_384), ..ClientRun::default() };
+    let mut next = start;
     while Instant::now() < deadline && budget.fetch_sub(1, Ordering::Relaxed) > 0 {
+        let request = &requests[next % requests.len()];
+        next += 1;
         let sent = Instant::now();
-        stream.write_all(&request).await?;
-        let (status, _) = read_response(&mut stream, &mut buf).await?;
-        latencies.push(sent.elapsed());
-        errors += usize::from(status != expect);
+        let answered = tokio::time::timeout(PATIENCE, async {
+            stream.write_all(request).await?;
+            read_response(&mut stream, &mut buf).await
+        })
+        .await;
+        match answered {
+            Ok(answer) => {
+                let (status, _) = answer?;
+                run.latencies.push(sent.elapsed());
+                run.unavailable += usize::from(status == 503);
+                run.errors += usize::from(!expect.contains(&status));
+            }
+            Err(_) => {
+                run.timeouts += 1;
+                stream = connect().await?;
+            }
+        }
     }
-    Ok((latencies, errors))
+    Ok(run)
 }
 
 /// Reads one response with a `Content-Length` into `buf`: its status, and where the body starts.

@@ -1,4 +1,5 @@
-//! What every handler can reach. Cheap to clone: everything inside is shared.
+//! What every handler can reach. Cheap to clone: one reference count, whatever it holds
+//! (axum clones the state for every extractor and middleware of every request).
 
 use std::sync::Arc;
 
@@ -19,7 +20,10 @@ use crate::request_log_writer::{self, RequestLogWriter};
 use crate::templates::TemplateRegistry;
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`], reached through it (`state.store`, …).
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub http: HttpClient,
@@ -83,7 +87,7 @@ impl AppState {
         let templates = TemplateRegistry::default();
         let policy = crmhub_connectors::http::AddressPolicy::new(http.policy().allow_private.clone());
         crate::templates::publish_shipped(&store, &policy).await?;
-        let state = Self {
+        let state = Self(Arc::new(Shared {
             settings: Arc::new(settings),
             store,
             http,
@@ -95,8 +99,16 @@ impl AppState {
             screen_pops: ScreenPops::default(),
             metrics,
             jobs_wake: Arc::new(Notify::new()),
-        };
+        }));
         Ok((state, writer))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

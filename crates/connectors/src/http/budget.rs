@@ -147,7 +147,11 @@ pub struct Reservation<'a> {
 impl Reservation<'_> {
     /// Waits until the token is due, and spends it.
     pub async fn wait(mut self) {
-        tokio::time::sleep_until(self.ready_at).await;
+        // A token due now is spent now: the timer rounds up to its next millisecond tick, so
+        // sleeping until a deadline already past would still cost about a millisecond a call.
+        if self.ready_at > Instant::now() {
+            tokio::time::sleep_until(self.ready_at).await;
+        }
         self.used = true;
     }
 }

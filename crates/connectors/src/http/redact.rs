@@ -3,7 +3,6 @@
 
 use crmhub_core::Secret;
 use crmhub_core::secret::REDACTED;
-use serde_json::Value;
 use url::Url;
 
 /// Whether a parameter or JSON key by this name carries a secret.
@@ -12,24 +11,45 @@ use url::Url;
 /// "INVALID_SESSIONID"`), the one field that says what went wrong. A secret that travels as
 /// `code` (an OAuth authorization code) is masked by value, through the call's `redact` list.
 pub fn is_sensitive_name(name: &str) -> bool {
-    let folded: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    // Folded to lowercase ASCII letters and digits without allocating: it runs for every key
+    // of every logged body.
+    let mut folded = [0u8; 64];
+    let mut len = 0;
+    for byte in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        if len == folded.len() {
+            let long: String =
+                name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+            return is_sensitive_folded(&long);
+        }
+        folded[len] = byte.to_ascii_lowercase();
+        len += 1;
+    }
+    is_sensitive_folded(std::str::from_utf8(&folded[..len]).unwrap_or_default())
+}
+
+fn is_sensitive_folded(folded: &str) -> bool {
     const EXACT: &[&str] = &["sig", "key", "auth", "hash"];
     const CONTAINS: &[&str] =
         &["pass", "secret", "token", "apikey", "accesskey", "session", "signature", "authorization", "credential"];
-    EXACT.contains(&folded.as_str()) || CONTAINS.iter().any(|needle| folded.contains(needle))
+    EXACT.contains(&folded) || CONTAINS.iter().any(|needle| folded.contains(needle))
 }
 
 /// Values to mask wherever they appear, plus the name-based rules.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     values: Vec<Secret>,
+    /// The longest form (raw or URL-encoded) of any value, in bytes.
+    longest: usize,
 }
 
 impl Redactor {
     /// Values shorter than 4 characters are not masked by value (they would mask unrelated
     /// text); parameters named like secrets are masked whatever their length.
     pub fn new(values: impl IntoIterator<Item = Secret>) -> Self {
-        Self { values: values.into_iter().filter(|s| s.expose().chars().count() >= 4).collect() }
+        let values: Vec<Secret> = values.into_iter().filter(|s| s.expose().chars().count() >= 4).collect();
+        let encoded_len = |raw: &str| url::form_urlencoded::byte_serialize(raw.as_bytes()).map(str::len).sum::<usize>();
+        let longest = values.iter().map(|s| encoded_len(s.expose()).max(s.expose().len())).max().unwrap_or(0);
+        Self { values, longest }
     }
 
     pub fn text(&self, input: &str) -> String {
@@ -65,24 +85,34 @@ impl Redactor {
 
     /// A request or response body for the log: form and JSON bodies are redacted by key; any
     /// body has known values masked and is cut to `limit` bytes (on a character boundary).
+    ///
+    /// Only what the log keeps is worked on: a JSON body is redacted as it is read and the
+    /// reading stops a little past `limit`, so a large answer costs its preview, not its size
+    /// (a search's page of records is tens of kilobytes; the preview is 2 KiB by default).
+    /// The little past is the longest known value, so that a value crossing the cut is masked
+    /// whole before the cut.
     pub fn body(&self, body: &[u8], content_type: Option<&str>, limit: usize) -> Option<String> {
         if body.is_empty() {
             return None;
         }
         let text = String::from_utf8_lossy(body);
         let content_type = content_type.unwrap_or_default();
+        let room = limit.saturating_add(self.longest);
         let structured = if content_type.contains("x-www-form-urlencoded") {
-            Some(self.form(&text))
+            Some((self.form(&text), 0))
         } else if content_type.contains("json") || text.trim_start().starts_with(['{', '[']) {
-            serde_json::from_str::<Value>(&text).ok().map(|mut value| {
-                redact_json(&mut value);
-                value.to_string()
-            })
+            json_preview(&text, room).map(|(preview, read)| (preview, text.len() - read))
         } else {
             None
         };
-        let masked = self.text(structured.as_deref().unwrap_or(&text));
-        Some(truncate(&masked, limit))
+        let (kept, unread) = match &structured {
+            Some((preview, unread)) => (preview.as_str(), *unread),
+            None => {
+                let end = char_floor(&text, room);
+                (&text[..end], text.len() - end)
+            }
+        };
+        Some(cut(&self.text(kept), limit, unread))
     }
 
     fn form(&self, body: &str) -> String {
@@ -96,31 +126,144 @@ impl Redactor {
     }
 }
 
-fn redact_json(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                if is_sensitive_name(key) && !v.is_object() && !v.is_array() {
-                    *v = Value::String(REDACTED.to_owned());
-                } else {
-                    redact_json(v);
-                }
-            }
+/// What an open container expects next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// In an object, before a key (`true`) or a value (`false`).
+    Object {
+        key_next: bool,
+    },
+    Array,
+}
+
+/// `text` as compact JSON whose secret-named keys (see [`is_sensitive_name`]) have their
+/// scalar values replaced, written until the output reaches `room` bytes: the output, and how
+/// many bytes of `text` it covers. `None` when what was read is not JSON. Strings with escapes
+/// are written as serde_json writes them, so a known value is found whatever its escaping.
+fn json_preview(text: &str, room: usize) -> Option<(String, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(room.min(text.len()) + 16);
+    let mut open: Vec<Open> = Vec::new();
+    let mut redact_next = false;
+    let mut at = 0;
+    loop {
+        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
-        _ => {}
+        let Some(&byte) = bytes.get(at) else { break };
+        if out.len() >= room {
+            return Some((out, at));
+        }
+        match byte {
+            b'{' | b'[' => {
+                // A container under a secret name is walked into; its own keys decide.
+                redact_next = false;
+                open.push(if byte == b'{' { Open::Object { key_next: true } } else { Open::Array });
+                out.push(char::from(byte));
+                at += 1;
+            }
+            b'}' | b']' => {
+                let expected =
+                    if byte == b'}' { matches!(open.pop()?, Open::Object { .. }) } else { open.pop()? == Open::Array };
+                if !expected {
+                    return None;
+                }
+                out.push(char::from(byte));
+                at += 1;
+            }
+            b',' | b':' => {
+                if let (b',', Some(Open::Object { key_next })) = (byte, open.last_mut()) {
+                    *key_next = true;
+                }
+                out.push(char::from(byte));
+                at += 1;
+            }
+            b'"' => {
+                let end = string_end(bytes, at)?;
+                let token = &text[at..end];
+                if let Some(Open::Object { key_next }) =
+                    open.last_mut().filter(|o| matches!(o, Open::Object { key_next: true }))
+                {
+                    *key_next = false;
+                    let name = decoded(token)?;
+                    redact_next = is_sensitive_name(&name);
+                    write_string(&mut out, token)?;
+                } else if std::mem::take(&mut redact_next) {
+                    write_redacted(&mut out);
+                } else {
+                    write_string(&mut out, token)?;
+                }
+                at = end;
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                let len =
+                    bytes[at..].iter().position(|b| matches!(b, b',' | b'}' | b']' | b':') || b.is_ascii_whitespace());
+                let end = at + len.unwrap_or(bytes.len() - at);
+                if std::mem::take(&mut redact_next) {
+                    write_redacted(&mut out);
+                } else {
+                    out.push_str(&text[at..end]);
+                }
+                at = end;
+            }
+            _ => return None,
+        }
+    }
+    open.is_empty().then_some((out, at))
+}
+
+/// Where the string starting at `start` (its opening quote) ends, past its closing quote.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
     }
 }
 
-pub fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
+/// A string token's text.
+fn decoded(token: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if token.contains('\\') {
+        serde_json::from_str::<String>(token).ok().map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(&token[1..token.len() - 1]))
     }
-    let mut end = limit;
+}
+
+fn write_string(out: &mut String, token: &str) -> Option<()> {
+    if token.contains('\\') {
+        out.push_str(&serde_json::to_string(&decoded(token)?).ok()?);
+    } else {
+        out.push_str(token);
+    }
+    Some(())
+}
+
+fn write_redacted(out: &mut String) {
+    out.push('"');
+    out.push_str(REDACTED);
+    out.push('"');
+}
+
+/// The largest character boundary at or below `at`.
+fn char_floor(text: &str, at: usize) -> usize {
+    let mut end = at.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
+    end
+}
+
+/// `text` cut to `limit` bytes, saying how many were cut (with `unread` more never read).
+fn cut(text: &str, limit: usize, unread: usize) -> String {
+    if text.len() <= limit && unread == 0 {
+        return text.to_owned();
+    }
+    let end = char_floor(text, limit);
+    format!("{}… [{} bytes cut]", &text[..end], text.len() - end + unread)
 }
 
 #[cfg(test)]
@@ -181,5 +324,55 @@ mod tests {
         let long = "é".repeat(100);
         let cut = r.body(long.as_bytes(), Some("text/plain"), 11).unwrap();
         assert!(cut.starts_with("ééééé") && cut.contains("bytes cut"), "{cut}");
+    }
+
+    #[test]
+    fn a_large_json_body_is_redacted_only_as_far_as_the_log_keeps_it() {
+        let secret = "0123456789abcdef-session";
+        let r = Redactor::new([Secret::new(secret)]);
+        let records: Vec<String> = (0..500).map(|i| format!(r#"{{"id":"12x{i}","lastname":"Red {i}"}}"#)).collect();
+        let body = format!(r#"{{"success":true,"sessionName":"{secret}","result":[{}]}}"#, records.join(","));
+        let logged = r.body(body.as_bytes(), Some("application/json"), 200).unwrap();
+        let start = format!(r#"{{"success":true,"sessionName":"{REDACTED}","result":[{{"id":"12x0""#);
+        assert!(logged.starts_with(&start), "{logged}");
+        let (kept, rest) = logged.split_once('…').unwrap();
+        assert_eq!(kept.len(), 200, "cut at the limit");
+        let cut: usize = rest.trim_start_matches(" [").trim_end_matches(" bytes cut]").parse().unwrap();
+        assert!(cut > body.len() - 400 && cut < body.len(), "the bytes cut count the unread ones: {cut}");
+
+        // A known value crossing the limit is masked whole before the cut: no prefix of it shows.
+        let body = format!(r#"{{"note":"{}{secret}","more":"{}"}}"#, "x".repeat(190), "y".repeat(1000));
+        let logged = r.body(body.as_bytes(), Some("application/json"), 200).unwrap();
+        assert!(!logged.contains("0123456789"), "{logged}");
+        let raw = r.body(body.as_bytes(), Some("text/plain"), 200).unwrap();
+        assert!(!raw.contains("0123456789"), "unstructured bodies too: {raw}");
+    }
+
+    #[test]
+    fn json_escapes_do_not_hide_a_known_value_and_secret_named_containers_are_walked_into() {
+        let r = Redactor::new([Secret::new("abc/def-ghi")]);
+        let body = br#"{"note":"abc\/def-ghi", "access_token" : 12345, "auth": {"user": "ann", "password": null},
+            "tokens": ["t1", "t2"], "quote": "say \"hi\"", "ok": [true, false, -1.5e3]}"#;
+        let logged = r.body(body, Some("application/json"), 10_000).unwrap();
+        let expected = r#"{"note":"R","access_token":"R","auth":{"user":"ann","password":"R"},"tokens":["t1","t2"],"quote":"say \"hi\"","ok":[true,false,-1.5e3]}"#;
+        assert_eq!(logged, expected.replace('R', REDACTED));
+    }
+
+    #[test]
+    fn what_is_not_json_is_masked_as_text() {
+        let r = Redactor::new([Secret::new("topsecret-value")]);
+        for body in [r#"{"unterminated": "topsecret-value"#, r#"{not json topsecret-value}"#, r#"[1, 2}"#] {
+            let logged = r.body(body.as_bytes(), Some("application/json"), 1000).unwrap();
+            assert!(!logged.contains("topsecret"), "{logged}");
+            assert_eq!(logged, body.replace("topsecret-value", REDACTED), "kept as it was, masked");
+        }
+    }
+
+    #[test]
+    fn long_names_are_folded_too() {
+        let long = format!("{}_Access_Token", "x".repeat(80));
+        assert!(is_sensitive_name(&long));
+        assert!(!is_sensitive_name(&"x".repeat(80)));
+        assert!(is_sensitive_name("Ünïcode-Session"));
     }
 }

@@ -226,9 +226,10 @@ impl Vtiger {
                 CrmError::Remote { code: format!("HTTP {}", response.status.as_u16()), message }
             });
         }
-        let envelope: Value = response.json().map_err(|e| CrmError::Protocol(e.to_string()))?;
+        let mut envelope: Value = response.json().map_err(|e| CrmError::Protocol(e.to_string()))?;
         match envelope.get("success").and_then(Value::as_bool) {
-            Some(true) => Ok(Answer::Ok(envelope.get("result").cloned().unwrap_or(Value::Null))),
+            // Taken, not cloned: a page of records is most of a search's work.
+            Some(true) => Ok(Answer::Ok(envelope.get_mut("result").map_or(Value::Null, Value::take))),
             Some(false) => {
                 let error = envelope.get("error");
                 let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).unwrap_or_default();
