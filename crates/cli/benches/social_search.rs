@@ -151,10 +151,13 @@ fn clock_tick() -> Duration {
     Duration::from_secs(1) / hz.max(1)
 }
 
-/// `cargo bench -p crmhub --bench social_search -- NAME…` runs only the rows named (for
-/// profiling one of them); cargo's own `--bench` flag is ignored.
+/// `cargo bench -p crmhub --bench social_search -- NAME… N…` runs only the rows named and
+/// the connection counts given (for profiling one of them); cargo's own `--bench` flag is
+/// ignored.
 fn main() -> anyhow::Result<()> {
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let (counts, only): (Vec<String>, Vec<String>) = args.into_iter().partition(|a| a.parse::<usize>().is_ok());
+    let counts: Vec<usize> = counts.iter().filter_map(|n| n.parse().ok()).collect();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let crmhub = tokio::runtime::Builder::new_multi_thread().thread_name("crmhub").enable_all().build()?;
     let peers =
@@ -183,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         "µs/req",
         "CRM/1k"
     );
-    for connections in CONNECTIONS {
+    for connections in CONNECTIONS.into_iter().filter(|n| counts.is_empty() || counts.contains(n)) {
         let mut rates = HashMap::new();
         for target in targets.iter().filter(|t| t.only_at.is_none_or(|n| n == connections)) {
             load.block_on(measure(target, connections, WARMUP))?;

@@ -95,7 +95,8 @@ impl Redactor {
         if body.is_empty() {
             return None;
         }
-        let text = String::from_utf8_lossy(body);
+        // The strict check is the fast one; the lossy pass only for a body that fails it.
+        let text = std::str::from_utf8(body).map_or_else(|_| String::from_utf8_lossy(body), std::borrow::Cow::Borrowed);
         let content_type = content_type.unwrap_or_default();
         let room = limit.saturating_add(self.longest);
         let structured = if content_type.contains("x-www-form-urlencoded") {
