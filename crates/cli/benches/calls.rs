@@ -50,8 +50,16 @@ use crmhub_server::{AppState, Application, Settings};
 use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
 use crmhub_store::connections::NewConnection;
 use crmhub_store::tenants::{NewTenant, Tenant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/wire.rs"]
+mod wire;
+
+use pg::PgDatabase;
+use wire::{fetch, read_response};
 
 const POP_CONNECTIONS: [usize; 2] = [4, 64];
 const ACCEPT_CONNECTIONS: usize = 64;
@@ -66,7 +74,6 @@ const CACHED_NUMBERS: usize = 8;
 const CACHED_TTL_SECS: u32 = settings::DEFAULT_SCREEN_POP_CACHE_SECS;
 /// Enough for every job the runs leave behind (no worker runs them).
 const QUEUE_CAP: u64 = 100_000_000;
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// One kind of call the clients make: the requests of call number `n`, each measured.
 type Requests = Arc<dyn Fn(u64) -> Vec<Vec<u8>> + Send + Sync>;
@@ -430,63 +437,6 @@ async fn start_accept(crm: &VtigerSimHandle, database_url: Option<String>) -> an
     Ok(AcceptApp { state, tenant, target, key_check, running })
 }
 
-/// A database of its own on the PostgreSQL server, dropped by [`PgDatabase::drop_database`].
-struct PgDatabase {
-    url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create() -> anyhow::Result<Self> {
-        use sqlx::Connection as _;
-        let admin_url =
-            std::env::var("CRMHUB_BENCH_DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or(PG_ADMIN_URL.into());
-        let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url))
-            .await
-            .context("PostgreSQL did not answer in 5 s")?
-            .context("PostgreSQL is unreachable (set CRMHUB_BENCH_DATABASE_URL)")?;
-        let name = format!("bench_{}", crmhub_core::TenantId::new().to_string().replace('-', ""));
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
-        conn.close().await.ok();
-        Ok(Self { url: with_database(&admin_url, &name), admin_url, name })
-    }
-
-    async fn drop_database(self) {
-        use sqlx::Connection as _;
-        let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await else {
-            println!("could not drop database {}: PostgreSQL unreachable", self.name);
-            return;
-        };
-        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        if let Err(e) = sqlx::query(&drop).execute(&mut conn).await {
-            println!("could not drop database {}: {e}", self.name);
-        }
-        conn.close().await.ok();
-    }
-}
-
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-async fn fetch(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(request).await?;
-    let mut buf = Vec::new();
-    let (status, body_at) = read_response(&mut stream, &mut buf).await?;
-    Ok((status, String::from_utf8_lossy(&buf[body_at..]).into_owned()))
-}
-
 /// Runs `connections` closed-loop clients against `target` for `duration`.
 async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Measurement> {
     let budget = Arc::new(AtomicI64::new(MAX_REQUESTS));
@@ -538,31 +488,4 @@ async fn client(
         }
     }
     Ok((latencies, errors))
-}
-
-/// Reads one response with a `Content-Length` into `buf`: its status, and where the body starts.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u16, usize)> {
-    buf.clear();
-    loop {
-        if stream.read_buf(buf).await? == 0 {
-            bail!("connection closed mid-response");
-        }
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = std::str::from_utf8(&buf[..end])?;
-        let status = head.get(9..12).and_then(|code| code.parse().ok()).context("no status line")?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .context("response without Content-Length")?;
-        let body_at = end + 4;
-        while buf.len() < body_at + length {
-            if stream.read_buf(buf).await? == 0 {
-                bail!("connection closed mid-body");
-            }
-        }
-        return Ok((status, body_at));
-    }
 }

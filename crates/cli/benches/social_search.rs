@@ -52,8 +52,13 @@ use crmhub_server::{Application, Settings};
 use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
 use crmhub_store::connections::NewConnection;
 use crmhub_store::tenants::NewTenant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "support/wire.rs"]
+mod wire;
+
+use wire::{fetch, read_response};
 
 const CONNECTIONS: [usize; 2] = [4, 64];
 const WARMUP: Duration = Duration::from_secs(1);
@@ -505,14 +510,6 @@ fn request(path: &str) -> Arc<[u8]> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n").into_bytes().into()
 }
 
-async fn fetch(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(request).await?;
-    let mut buf = Vec::new();
-    let (status, body_at) = read_response(&mut stream, &mut buf).await?;
-    Ok((status, String::from_utf8_lossy(&buf[body_at..]).into_owned()))
-}
-
 /// Runs `connections` closed-loop clients against `target` for `duration`.
 async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Measurement> {
     let budget = Arc::new(AtomicI64::new(MAX_REQUESTS));
@@ -590,31 +587,4 @@ async fn client(
         }
     }
     Ok(run)
-}
-
-/// Reads one response with a `Content-Length` into `buf`: its status, and where the body starts.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u16, usize)> {
-    buf.clear();
-    loop {
-        if stream.read_buf(buf).await? == 0 {
-            bail!("connection closed mid-response");
-        }
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = std::str::from_utf8(&buf[..end])?;
-        let status = head.get(9..12).and_then(|code| code.parse().ok()).context("no status line")?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .context("response without Content-Length")?;
-        let body_at = end + 4;
-        while buf.len() < body_at + length {
-            if stream.read_buf(buf).await? == 0 {
-                bail!("connection closed mid-body");
-            }
-        }
-        return Ok((status, body_at));
-    }
 }
