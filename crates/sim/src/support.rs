@@ -1,5 +1,5 @@
-//! Plumbing shared by the JSON CRM and SMS simulators: a counted fault slot, the listener task
-//! behind every handle, and the few formatting helpers they both need.
+//! Plumbing shared by the simulators: a counted fault slot, seeded random faults, the listener
+//! task behind every handle, and the few formatting helpers they need.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -12,6 +12,41 @@ use tokio::task::JoinHandle;
 /// data is still consistent (every mutation completes before the guard drops), so keep serving.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Seeded pseudo-random faults (splitmix64: a failing run can be replayed from its seed, with
+/// no dependency on a rand version's seeding API).
+#[derive(Debug, Default)]
+pub(crate) struct SeededFaults {
+    rate: f64,
+    state: u64,
+}
+
+impl SeededFaults {
+    /// Faults for `rate` (0 to 1) of the requests.
+    pub(crate) fn new(rate: f64, seed: u64) -> Self {
+        Self { rate: rate.clamp(0.0, 1.0), state: seed }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// One of `faults` for this request, at the rate; `None` for the others.
+    pub(crate) fn draw<F: Copy>(&mut self, faults: &[F]) -> Option<F> {
+        if self.rate <= 0.0 || faults.is_empty() {
+            return None;
+        }
+        let roll = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        if roll >= self.rate {
+            return None;
+        }
+        faults.get((self.next() % faults.len() as u64) as usize).copied()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -178,5 +213,21 @@ mod tests {
     fn random_hex_has_the_asked_length() {
         assert_eq!(random_hex(7).len(), 7);
         assert!(random_hex(48).chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn seeded_faults_come_at_their_rate_and_replay_from_their_seed() {
+        let draws = |rate: f64, seed: u64| {
+            let mut faults = SeededFaults::new(rate, seed);
+            (0..10_000).map(|_| faults.draw(&['a', 'b', 'c'])).collect::<Vec<_>>()
+        };
+        assert!(draws(0.0, 1).iter().all(Option::is_none));
+        assert!(draws(1.0, 1).iter().all(Option::is_some));
+        let fifth = draws(0.2, 7);
+        let hits = fifth.iter().flatten().count();
+        assert!((1_800..2_200).contains(&hits), "{hits} of 10,000 at 20 %");
+        assert!(['a', 'b', 'c'].iter().all(|f| fifth.contains(&Some(*f))), "every fault comes up");
+        assert_eq!(fifth, draws(0.2, 7), "the same seed, the same run");
+        assert_ne!(fifth, draws(0.2, 8));
     }
 }

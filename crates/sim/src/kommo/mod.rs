@@ -68,7 +68,7 @@ use std::time::Duration;
 use crmhub_core::clock::{Clock, SystemClock};
 use tokio::sync::mpsc;
 
-use crate::support::{FaultSlot, Served, lock};
+use crate::support::{FaultSlot, SeededFaults, Served, lock};
 
 /// Kommo's own documented example of an account webhook body (contract §5), field for field:
 /// an added contact of the account `test` (32720107). crmhub is checked against it, not against
@@ -179,42 +179,6 @@ pub enum ApiFault {
     NonJson429,
 }
 
-/// Seeded pseudo-random API faults (splitmix64, as the Unisender simulator's: a failing run can
-/// be replayed from its seed).
-#[derive(Debug, Default)]
-struct RandomFaults {
-    rate: f64,
-    state: u64,
-}
-
-impl RandomFaults {
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A fault for this request, at `rate`: a 500, a 503 page, a non-JSON 429 or no answer, in
-    /// turn.
-    fn draw(&mut self) -> ApiFault {
-        if self.rate <= 0.0 {
-            return ApiFault::None;
-        }
-        let roll = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        if roll >= self.rate {
-            return ApiFault::None;
-        }
-        match self.next() % 4 {
-            0 => ApiFault::Status(500),
-            1 => ApiFault::Status(503),
-            2 => ApiFault::NonJson429,
-            _ => ApiFault::Hang,
-        }
-    }
-}
-
 /// A contact as a Kommo user types it in the UI.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SimContact {
@@ -300,7 +264,7 @@ struct Inner {
     gate: Mutex<Gate>,
     token_fault: FaultSlot<TokenFault>,
     api_fault: FaultSlot<ApiFault>,
-    random_api_faults: Mutex<RandomFaults>,
+    random_api_faults: Mutex<SeededFaults>,
     outbox: mpsc::UnboundedSender<deliver::Outgoing>,
     /// Deliveries queued or in flight.
     pending: AtomicUsize,
@@ -380,7 +344,7 @@ pub async fn spawn(options: KommoSimOptions) -> KommoSim {
         gate: Mutex::new(Gate::default()),
         token_fault: FaultSlot::default(),
         api_fault: FaultSlot::default(),
-        random_api_faults: Mutex::new(RandomFaults::default()),
+        random_api_faults: Mutex::new(SeededFaults::default()),
         outbox,
         pending: AtomicUsize::new(0),
     });
@@ -488,7 +452,7 @@ impl KommoSim {
     /// (0 turns it off), a 500, a 503, a non-JSON 429 or no answer at all (a timeout for the
     /// client), drawn from `seed`. The token endpoint is left alone.
     pub fn set_random_api_faults(&self, rate: f64, seed: u64) {
-        *lock(&self.inner.random_api_faults) = RandomFaults { rate: rate.clamp(0.0, 1.0), state: seed };
+        *lock(&self.inner.random_api_faults) = SeededFaults::new(rate, seed);
     }
 
     /// Blocks "the IP" (every client: they all share loopback): 403 on every request.

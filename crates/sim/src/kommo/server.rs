@@ -114,7 +114,9 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
     if api {
         let mut fault = inner.api_fault.take();
         if fault == ApiFault::None {
-            fault = lock(&inner.random_api_faults).draw();
+            // A 500, a 503 page, a non-JSON 429 or no answer.
+            let random = [ApiFault::Status(500), ApiFault::Status(503), ApiFault::NonJson429, ApiFault::Hang];
+            fault = lock(&inner.random_api_faults).draw(&random).unwrap_or_default();
         }
         match fault {
             ApiFault::None => {}

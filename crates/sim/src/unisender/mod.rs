@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use crmhub_core::clock::{Clock, SystemClock};
 
-use crate::support::{FaultSlot, Served, lock};
+use crate::support::{FaultSlot, SeededFaults, Served, lock};
 
 /// importContacts takes at most this many rows (§3, §4).
 pub const MAX_IMPORT_ROWS: usize = 500;
@@ -136,39 +136,6 @@ pub struct SimContact {
     pub fields: BTreeMap<String, String>,
 }
 
-/// Seeded pseudo-random faults (splitmix64: no dependency on a rand version's seeding API).
-#[derive(Debug, Default)]
-struct RandomFaults {
-    rate: f64,
-    state: u64,
-}
-
-impl RandomFaults {
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A fault for this request, at `rate`: `retry_later`, a 503 or a non-JSON body in turn.
-    fn draw(&mut self) -> Fault {
-        if self.rate <= 0.0 {
-            return Fault::None;
-        }
-        let roll = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        if roll >= self.rate {
-            return Fault::None;
-        }
-        match self.next() % 3 {
-            0 => Fault::RetryLater,
-            1 => Fault::Status(503),
-            _ => Fault::NonJson,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     requests: u64,
@@ -189,7 +156,7 @@ struct Inner {
     account: Mutex<AccountState>,
     counters: Mutex<Counters>,
     fault: FaultSlot<Fault>,
-    random: Mutex<RandomFaults>,
+    random: Mutex<SeededFaults>,
     base_url: OnceLock<String>,
 }
 
@@ -220,7 +187,7 @@ pub async fn spawn(options: UnisenderSimOptions) -> UnisenderSim {
         account: Mutex::new(AccountState::Active),
         counters: Mutex::new(Counters::default()),
         fault: FaultSlot::default(),
-        random: Mutex::new(RandomFaults::default()),
+        random: Mutex::new(SeededFaults::default()),
         base_url: OnceLock::new(),
     });
     let served = match Served::start(server::router(inner.clone()), "unisender").await {
@@ -270,7 +237,7 @@ impl UnisenderSim {
     /// probability `rate`: `retry_later`, HTTP 503 or a non-JSON body, drawn from `seed`.
     /// A rate of 0 turns it off.
     pub fn set_random_faults(&self, rate: f64, seed: u64) {
-        *lock(&self.inner.random) = RandomFaults { rate: rate.clamp(0.0, 1.0), state: seed };
+        *lock(&self.inner.random) = SeededFaults::new(rate, seed);
     }
 
     pub fn set_account_state(&self, state: AccountState) {

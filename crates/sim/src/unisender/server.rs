@@ -138,7 +138,8 @@ async fn call(
     }
     let mut fault = inner.fault.take();
     if fault == Fault::None {
-        fault = lock(&inner.random).draw();
+        // `retry_later`, a 503 or a non-JSON body.
+        fault = lock(&inner.random).draw(&[Fault::RetryLater, Fault::Status(503), Fault::NonJson]).unwrap_or_default();
     }
     match fault {
         Fault::None | Fault::LostAnswer => {}
