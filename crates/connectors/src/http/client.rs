@@ -256,8 +256,9 @@ impl OutboundResponse {
         self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
     }
 
-    /// The body as JSON; the error describes the body's shape, never its contents.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, OutboundError> {
+    /// The body as JSON (`T` may borrow from it); the error describes the body's shape, never
+    /// its contents.
+    pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, OutboundError> {
         serde_json::from_slice(&self.body).map_err(|e| OutboundError::Decode {
             reason: format!(
                 "expected JSON, got {} bytes of {} ({e})",

@@ -14,7 +14,7 @@ use crmhub_core::time::{parse_utc, utc_date_time as date_time};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::queries::{self, EMAIL_FIELDS, PHONE_FIELDS, SearchTerm};
+use super::queries::{self, EMAIL_FIELDS, PHONE_FIELDS, SearchTerm, SummaryRow};
 use super::{Record, Vtiger, text};
 
 const CAPABILITIES: &[Capability] = &Capability::ALL;
@@ -346,15 +346,15 @@ impl Crm for Vtiger {
         // phones, words beyond those in the query); keep only true matches.
         let lowered: Vec<String> = term.words.iter().map(|w| w.to_lowercase()).collect();
         let whole = term.whole.to_lowercase();
-        let matches = |r: &Record| {
-            let name = |f| text(r, f).unwrap_or_default().to_lowercase();
+        let matches = |r: &SummaryRow| {
+            let name = |f| r.text(f).unwrap_or_default().to_lowercase();
             let (first, last) = (name("firstname"), name("lastname"));
             lowered.iter().all(|w| first.contains(w) || last.contains(w))
-                || EMAIL_FIELDS.iter().any(|f| text(r, f).is_some_and(|e| e.to_lowercase().contains(&whole)))
-                || text(r, "account_id").is_some_and(|a| account_ids.iter().any(|id| id == a))
+                || EMAIL_FIELDS.iter().any(|f| r.text(f).is_some_and(|e| e.to_lowercase().contains(&whole)))
+                || r.text("account_id").is_some_and(|a| account_ids.iter().any(|id| id == a))
                 || term.phone_digits.as_ref().is_some_and(|digits| {
                     PHONE_FIELDS.iter().any(|f| {
-                        text(r, f).is_some_and(|p| {
+                        r.text(f).is_some_and(|p| {
                             p.chars().filter(char::is_ascii_digit).collect::<String>().contains(digits.as_str())
                         })
                     })
@@ -363,7 +363,7 @@ impl Crm for Vtiger {
         let mut found = Vec::new();
         let mut offset = 0u64;
         while found.len() < limit && (offset as usize) < MAX_SCAN {
-            let page = self.query(&query.clone().limit(offset, super::vtql::PAGE)).await?;
+            let page: Vec<SummaryRow> = self.query_as(&query.clone().limit(offset, super::vtql::PAGE)).await?;
             let got = page.len();
             found.extend(page.into_iter().filter(|r| matches(r)));
             if got < super::vtql::PAGE as usize {
@@ -372,7 +372,7 @@ impl Crm for Vtiger {
             offset += u64::from(super::vtql::PAGE);
         }
         found.truncate(limit);
-        self.summaries(found).await
+        self.summaries(found.into_iter().map(SummaryRow::into_record).collect()).await
     }
 
     async fn find_by_phone(&self, phone: &PhoneNumber) -> Result<Vec<ContactSummary>, CrmError> {

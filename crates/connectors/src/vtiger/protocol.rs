@@ -5,7 +5,9 @@ use std::sync::Arc;
 use crmhub_core::Secret;
 use crmhub_core::crm::CrmError;
 use md5::{Digest, Md5};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::vtql::Query;
@@ -63,9 +65,9 @@ impl ActiveSession {
     }
 }
 
-/// What one exchange came to, before session handling.
-enum Answer {
-    Ok(Value),
+/// What one exchange came to, before session handling: `T` is the result's shape.
+enum Answer<T = Value> {
+    Ok(T),
     Failed {
         code: String,
         message: String,
@@ -111,18 +113,28 @@ impl Vtiger {
     /// Runs `operation` with the current session. A session error inside an HTTP 200 (the
     /// session was garbage-collected on the server) leads to one re-login and one replay.
     pub async fn invoke(&self, operation: &str, method: Method, params: &[(&str, String)]) -> Result<Value, CrmError> {
+        self.invoke_as(operation, method, params).await
+    }
+
+    /// `invoke`, reading the result straight into `T`.
+    async fn invoke_as<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        method: Method,
+        params: &[(&str, String)],
+    ) -> Result<T, CrmError> {
         let answer = self.with_session(operation, method, params).await?;
         into_result(operation, answer)
     }
 
     /// One exchange under the shared session loop (`SharedAuth::with_session`): nothing ran when
     /// Vtiger refuses a session, so the replay is safe even for create.
-    async fn with_session(
+    async fn with_session<T: DeserializeOwned>(
         &self,
         operation: &str,
         method: Method,
         params: &[(&str, String)],
-    ) -> Result<Answer, CrmError> {
+    ) -> Result<Answer<T>, CrmError> {
         self.auth
             .with_session(
                 &self.auth_key,
@@ -191,13 +203,13 @@ impl Vtiger {
     }
 
     /// One HTTP exchange with the webservice.
-    async fn exchange(
+    async fn exchange<T: DeserializeOwned>(
         &self,
         operation: &str,
         method: Method,
         params: &[(&str, String)],
         session: Option<&ActiveSession>,
-    ) -> Result<Answer, CrmError> {
+    ) -> Result<Answer<T>, CrmError> {
         let mut pairs: Vec<(&str, &str)> = vec![("operation", operation)];
         if let Some(session) = session {
             pairs.push(("sessionName", session.name.expose()));
@@ -226,12 +238,18 @@ impl Vtiger {
                 CrmError::Remote { code: format!("HTTP {}", response.status.as_u16()), message }
             });
         }
-        let mut envelope: Value = response.json().map_err(|e| CrmError::Protocol(e.to_string()))?;
-        match envelope.get("success").and_then(Value::as_bool) {
-            // Taken, not cloned: a page of records is most of a search's work.
-            Some(true) => Ok(Answer::Ok(envelope.get_mut("result").map_or(Value::Null, Value::take))),
+        // The result is read once, into its own shape: a page of records is most of a search's
+        // work, and a map per record is most of that.
+        let envelope: Envelope<'_> = response.json().map_err(|e| CrmError::Protocol(e.to_string()))?;
+        match envelope.success.as_ref().and_then(Value::as_bool) {
+            Some(true) => {
+                let result = envelope.result.map_or("null", RawValue::get);
+                serde_json::from_str(result)
+                    .map(Answer::Ok)
+                    .map_err(|e| CrmError::Protocol(format!("Vtiger's {operation} result is not as expected ({e})")))
+            }
             Some(false) => {
-                let error = envelope.get("error");
+                let error = envelope.error.as_ref();
                 let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).unwrap_or_default();
                 Ok(Answer::Failed { code: field("code").to_owned(), message: field("message").to_owned() })
             }
@@ -301,6 +319,12 @@ impl Vtiger {
     }
 
     /// One page of a query (at most 100 rows).
+    /// A query's rows read straight into `T` (a row type of the fields selected), with no map
+    /// per row.
+    pub(super) async fn query_as<T: DeserializeOwned>(&self, query: &Query) -> Result<Vec<T>, CrmError> {
+        self.invoke_as("query", method_of("query"), &[("query", query.render())]).await
+    }
+
     pub async fn query(&self, query: &Query) -> Result<Vec<Record>, CrmError> {
         match self.run("query", &[("query", query.render())]).await? {
             Value::Array(rows) => rows.into_iter().map(into_record).collect(),
@@ -364,7 +388,16 @@ fn method_of(operation: &str) -> Method {
     if GET_OPERATIONS.contains(&operation.to_ascii_lowercase().as_str()) { Method::Get } else { Method::Post }
 }
 
-fn into_result(operation: &str, answer: Answer) -> Result<Value, CrmError> {
+/// Vtiger's answer: `{"success": true, "result": …}` or `{"success": false, "error": …}`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    success: Option<Value>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    error: Option<Value>,
+}
+
+fn into_result<T>(operation: &str, answer: Answer<T>) -> Result<T, CrmError> {
     match answer {
         Answer::Ok(value) => Ok(value),
         Answer::EmptyServerError => Err(CrmError::Unavailable(format!(

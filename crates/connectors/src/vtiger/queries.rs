@@ -4,6 +4,13 @@
 
 use crmhub_core::crm::CrmError;
 
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::Record;
 use super::vtql::{Cond, Query, contains, digits_in_order};
 
 pub const PHONE_FIELDS: &[&str] = &["phone", "mobile", "homephone", "otherphone", "assistantphone", "fax"];
@@ -24,6 +31,132 @@ pub const SUMMARY_FIELDS: &[&str] = &[
     "fax",
     "account_id",
 ];
+/// A row of a contact search: the [`SUMMARY_FIELDS`] as text, read with no map and no key
+/// copies per row (a page of 100 of them is most of a search's own work). A value that is not
+/// text counts as absent, as [`super::text`] reads a record; other fields are skipped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SummaryRow([Option<String>; SUMMARY_FIELDS.len()]);
+
+impl SummaryRow {
+    /// The field trimmed, `None` when absent, not text or blank.
+    pub fn text(&self, field: &str) -> Option<&str> {
+        let at = SUMMARY_FIELDS.iter().position(|f| *f == field)?;
+        self.0[at].as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// As a record, for what reads records.
+    pub fn into_record(self) -> Record {
+        SUMMARY_FIELDS.iter().zip(self.0).filter_map(|(f, v)| Some(((*f).to_owned(), Value::String(v?)))).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for SummaryRow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = SummaryRow;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Vtiger record")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SummaryRow, A::Error> {
+                let mut row = SummaryRow::default();
+                while let Some(FieldAt(at)) = map.next_key()? {
+                    match at {
+                        Some(at) => row.0[at] = map.next_value::<TextValue>()?.0,
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(row)
+            }
+        }
+        deserializer.deserialize_map(Row)
+    }
+}
+
+/// A record's key, as its place in [`SUMMARY_FIELDS`] (`None`: not one of them).
+struct FieldAt(Option<usize>);
+
+impl<'de> Deserialize<'de> for FieldAt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = FieldAt;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldAt, E> {
+                Ok(FieldAt(SUMMARY_FIELDS.iter().position(|f| *f == name)))
+            }
+        }
+        deserializer.deserialize_str(Key)
+    }
+}
+
+/// A value kept when it is text.
+struct TextValue(Option<String>);
+
+impl<'de> Deserialize<'de> for TextValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = TextValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TextValue, E> {
+                Ok(TextValue(Some(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<TextValue, E> {
+                Ok(TextValue(Some(v)))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextValue, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TextValue(None))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextValue, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TextValue(None))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
+}
+
 /// Words of a search term that go into the query. Each word must be in the first or the last
 /// name, and the flat form of that has 2^words alternatives; further words are checked on the
 /// rows that come back.
@@ -218,5 +351,23 @@ mod tests {
         .unwrap();
         // Three words in the query: 2^3 name alternatives plus the two e-mail fields.
         assert_eq!(q.render().matches(" OR ").count(), 8 + 2 - 1);
+    }
+
+    #[test]
+    fn a_summary_row_reads_like_a_record_of_the_summary_fields() {
+        let raw = r#"[{"id":"12x7","firstname":" Susan ","lastname":"Red","email":"","phone":123,
+            "mobile":null,"fax":["x"],"homephone":{"a":1},"account_id":"11x3","label":"Susan Red",
+            "cf_901":"ignored","lastname":"Redder"}]"#;
+        let rows: Vec<SummaryRow> = serde_json::from_str(raw).unwrap();
+        let record: Record = serde_json::from_str::<Vec<Record>>(raw).unwrap().remove(0);
+        for field in SUMMARY_FIELDS {
+            assert_eq!(rows[0].text(field), super::super::text(&record, field), "{field}");
+        }
+        assert_eq!(rows[0].text("lastname"), Some("Redder"), "the last of a repeated key, as a map keeps it");
+        assert_eq!(rows[0].text("label"), None, "only the summary fields are kept");
+        let back = serde_json::from_str::<Vec<SummaryRow>>(raw).unwrap().remove(0).into_record();
+        assert_eq!(back.get("firstname"), Some(&Value::String(" Susan ".into())));
+        assert!(!back.contains_key("phone") && !back.contains_key("cf_901"), "{back:?}");
+        assert!(serde_json::from_str::<Vec<SummaryRow>>(r#"[["not", "a record"]]"#).is_err());
     }
 }
