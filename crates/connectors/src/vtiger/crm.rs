@@ -346,7 +346,7 @@ impl Crm for Vtiger {
         // phones, words beyond those in the query); keep only true matches.
         let lowered: Vec<String> = term.words.iter().map(|w| w.to_lowercase()).collect();
         let whole = term.whole.to_lowercase();
-        let matches = |r: &SummaryRow| {
+        let matches = |r: &SummaryRow<'_>| {
             let name = |f| r.text(f).unwrap_or_default().to_lowercase();
             let (first, last) = (name("firstname"), name("lastname"));
             lowered.iter().all(|w| first.contains(w) || last.contains(w))
@@ -363,16 +363,20 @@ impl Crm for Vtiger {
         let mut found = Vec::new();
         let mut offset = 0u64;
         while found.len() < limit && (offset as usize) < MAX_SCAN {
-            let page: Vec<SummaryRow> = self.query_as(&query.clone().limit(offset, super::vtql::PAGE)).await?;
+            let raw = self.query_raw(&query.clone().limit(offset, super::vtql::PAGE)).await?;
+            let page: Vec<SummaryRow<'_>> = serde_json::from_str(raw.get())
+                .map_err(|e| CrmError::Protocol(format!("Vtiger's query result is not a list of records ({e})")))?;
             let got = page.len();
-            found.extend(page.into_iter().filter(|r| matches(r)));
+            // Only the matches the result has room for are copied out of the page.
+            let room = limit - found.len();
+            found.extend(page.into_iter().filter(|r| matches(r)).take(room).map(SummaryRow::into_record));
             if got < super::vtql::PAGE as usize {
                 break;
             }
             offset += u64::from(super::vtql::PAGE);
         }
         found.truncate(limit);
-        self.summaries(found.into_iter().map(SummaryRow::into_record).collect()).await
+        self.summaries(found).await
     }
 
     async fn find_by_phone(&self, phone: &PhoneNumber) -> Result<Vec<ContactSummary>, CrmError> {

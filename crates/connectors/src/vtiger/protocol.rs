@@ -319,9 +319,9 @@ impl Vtiger {
     }
 
     /// One page of a query (at most 100 rows).
-    /// A query's rows read straight into `T` (a row type of the fields selected), with no map
-    /// per row.
-    pub(super) async fn query_as<T: DeserializeOwned>(&self, query: &Query) -> Result<Vec<T>, CrmError> {
+    /// A query's rows as Vtiger wrote them (a JSON array), for a caller that reads them into
+    /// rows borrowing from it.
+    pub(super) async fn query_raw(&self, query: &Query) -> Result<Box<RawValue>, CrmError> {
         self.invoke_as("query", method_of("query"), &[("query", query.render())]).await
     }
 

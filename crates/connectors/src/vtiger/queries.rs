@@ -4,6 +4,7 @@
 
 use crmhub_core::crm::CrmError;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -35,9 +36,9 @@ pub const SUMMARY_FIELDS: &[&str] = &[
 /// copies per row (a page of 100 of them is most of a search's own work). A value that is not
 /// text counts as absent, as [`super::text`] reads a record; other fields are skipped.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SummaryRow([Option<String>; SUMMARY_FIELDS.len()]);
+pub struct SummaryRow<'a>([Option<Cow<'a, str>>; SUMMARY_FIELDS.len()]);
 
-impl SummaryRow {
+impl SummaryRow<'_> {
     /// The field trimmed, `None` when absent, not text or blank.
     pub fn text(&self, field: &str) -> Option<&str> {
         let at = SUMMARY_FIELDS.iter().position(|f| *f == field)?;
@@ -46,25 +47,30 @@ impl SummaryRow {
 
     /// As a record, for what reads records.
     pub fn into_record(self) -> Record {
-        SUMMARY_FIELDS.iter().zip(self.0).filter_map(|(f, v)| Some(((*f).to_owned(), Value::String(v?)))).collect()
+        SUMMARY_FIELDS
+            .iter()
+            .zip(self.0)
+            .filter_map(|(f, v)| Some(((*f).to_owned(), Value::String(v?.into_owned()))))
+            .collect()
     }
 }
 
-impl<'de> Deserialize<'de> for SummaryRow {
+/// Borrows the page's text where it has no escapes, so a row that does not match costs no copy.
+impl<'de: 'a, 'a> Deserialize<'de> for SummaryRow<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Row;
         impl<'de> Visitor<'de> for Row {
-            type Value = SummaryRow;
+            type Value = SummaryRow<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a Vtiger record")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SummaryRow, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SummaryRow<'de>, A::Error> {
                 let mut row = SummaryRow::default();
                 while let Some(FieldAt(at)) = map.next_key()? {
                     match at {
-                        Some(at) => row.0[at] = map.next_value::<TextValue>()?.0,
+                        Some(at) => row.0[at] = map.next_value::<TextValue<'_>>()?.0,
                         None => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -99,56 +105,60 @@ impl<'de> Deserialize<'de> for FieldAt {
 }
 
 /// A value kept when it is text.
-struct TextValue(Option<String>);
+struct TextValue<'a>(Option<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for TextValue {
+impl<'de: 'a, 'a> Deserialize<'de> for TextValue<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Text;
         impl<'de> Visitor<'de> for Text {
-            type Value = TextValue;
+            type Value = TextValue<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value")
             }
 
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TextValue, E> {
-                Ok(TextValue(Some(v.to_owned())))
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TextValue(Some(Cow::Borrowed(v))))
             }
 
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<TextValue, E> {
-                Ok(TextValue(Some(v)))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TextValue(Some(Cow::Owned(v.to_owned()))))
             }
 
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<TextValue, E> {
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(TextValue(Some(Cow::Owned(v))))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<TextValue, E> {
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<TextValue, E> {
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<TextValue, E> {
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_unit<E: serde::de::Error>(self) -> Result<TextValue, E> {
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_none<E: serde::de::Error>(self) -> Result<TextValue, E> {
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(TextValue(None))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextValue, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(TextValue(None))
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextValue, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(TextValue(None))
             }
@@ -358,16 +368,22 @@ mod tests {
         let raw = r#"[{"id":"12x7","firstname":" Susan ","lastname":"Red","email":"","phone":123,
             "mobile":null,"fax":["x"],"homephone":{"a":1},"account_id":"11x3","label":"Susan Red",
             "cf_901":"ignored","lastname":"Redder"}]"#;
-        let rows: Vec<SummaryRow> = serde_json::from_str(raw).unwrap();
+        let rows: Vec<SummaryRow<'_>> = serde_json::from_str(raw).unwrap();
         let record: Record = serde_json::from_str::<Vec<Record>>(raw).unwrap().remove(0);
         for field in SUMMARY_FIELDS {
             assert_eq!(rows[0].text(field), super::super::text(&record, field), "{field}");
         }
         assert_eq!(rows[0].text("lastname"), Some("Redder"), "the last of a repeated key, as a map keeps it");
         assert_eq!(rows[0].text("label"), None, "only the summary fields are kept");
-        let back = serde_json::from_str::<Vec<SummaryRow>>(raw).unwrap().remove(0).into_record();
+        let back = serde_json::from_str::<Vec<SummaryRow<'_>>>(raw).unwrap().remove(0).into_record();
         assert_eq!(back.get("firstname"), Some(&Value::String(" Susan ".into())));
         assert!(!back.contains_key("phone") && !back.contains_key("cf_901"), "{back:?}");
-        assert!(serde_json::from_str::<Vec<SummaryRow>>(r#"[["not", "a record"]]"#).is_err());
+        assert!(serde_json::from_str::<Vec<SummaryRow<'_>>>(r#"[["not", "a record"]]"#).is_err());
+
+        // Text without escapes is borrowed from the page, not copied.
+        let page = r#"[{"firstname":"Ann","lastname":"O\"Neil"}]"#;
+        let rows: Vec<SummaryRow<'_>> = serde_json::from_str(page).unwrap();
+        assert!(matches!(rows[0].0[1], Some(Cow::Borrowed("Ann"))), "{:?}", rows[0]);
+        assert_eq!(rows[0].text("lastname"), Some("O\"Neil"));
     }
 }
