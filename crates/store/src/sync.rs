@@ -384,6 +384,27 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// `{head} WHERE pipeline_id = ? AND {column} IN (?, …)`, bound; `values` must not be empty
+/// (callers pass one chunk of at most [`ROWS_PER_STATEMENT`]).
+fn in_pipeline<'a, DB: sqlx::Database>(
+    head: &str,
+    pipeline: &'a str,
+    column: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(format!("{head} WHERE pipeline_id = "));
+    query.push_bind(pipeline).push(format!(" AND {column} IN ("));
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    list.push_unseparated(")");
+    query
+}
+
 fn json_list(values: &[String]) -> String {
     Value::from(values.to_vec()).to_string()
 }
@@ -607,16 +628,16 @@ impl Sync<'_> {
         let mut entries = HashMap::with_capacity(contacts.len());
         for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
             let rows: Vec<(String, String, String, String, i64)> = on_pool!(&self.store.db, |pool| {
-                let mut query = sqlx::QueryBuilder::new(
-                    "SELECT contact_id, fingerprint, emails, phones, sent_at FROM sync_index WHERE pipeline_id = ",
-                );
-                query.push_bind(&pipeline).push(" AND contact_id IN (");
-                let mut ids = query.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id);
-                }
-                ids.push_unseparated(")");
-                query.build_query_as().fetch_all(pool).await
+                let ids = chunk.iter().map(String::as_str);
+                in_pipeline(
+                    "SELECT contact_id, fingerprint, emails, phones, sent_at FROM sync_index",
+                    &pipeline,
+                    "contact_id",
+                    ids,
+                )
+                .build_query_as()
+                .fetch_all(pool)
+                .await
             })?;
             for (contact_id, fingerprint, emails, phones, sent_at) in rows {
                 let entry = IndexEntry {
@@ -660,14 +681,10 @@ impl Sync<'_> {
         let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for chunk in emails.chunks(ROWS_PER_STATEMENT) {
             let rows: Vec<(String, String)> = on_pool!(&self.store.db, |pool| {
+                let emails = chunk.iter().map(String::as_str);
                 let mut query =
-                    sqlx::QueryBuilder::new("SELECT email, contact_id FROM sync_index_emails WHERE pipeline_id = ");
-                query.push_bind(&pipeline).push(" AND email IN (");
-                let mut list = query.separated(", ");
-                for email in chunk {
-                    list.push_bind(email);
-                }
-                list.push_unseparated(") ORDER BY email, contact_id");
+                    in_pipeline("SELECT email, contact_id FROM sync_index_emails", &pipeline, "email", emails);
+                query.push(" ORDER BY email, contact_id");
                 query.build_query_as().fetch_all(pool).await
             })?;
             for (email, contact) in rows {
@@ -709,15 +726,13 @@ impl Sync<'_> {
             .map(|c| ("sync_index_emails", c))
             .chain(removed.chunks(ROWS_PER_STATEMENT).map(|c| ("sync_index", c)))
         {
+            let head = format!("DELETE FROM {table}");
             on_tx!(tx, |conn| {
-                let mut query = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE pipeline_id = "));
-                query.push_bind(&pipeline).push(" AND contact_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(")");
-                query.build().execute(&mut *conn).await.map(|r| r.rows_affected())
+                in_pipeline(&head, &pipeline, "contact_id", chunk.iter().copied())
+                    .build()
+                    .execute(&mut *conn)
+                    .await
+                    .map(|r| r.rows_affected())
             })?;
         }
         for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
