@@ -13,7 +13,7 @@ use crmhub_core::{ConnectionId, TenantId, UnixMillis};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::db::{Db, Tx, on_pool, on_tx};
+use crate::db::{Db, Tx, finish, on_pool, on_tx};
 use crate::jobs::{Enqueued, NewJob};
 use crate::rows::{parse_id, parse_json};
 use crate::{Result, Store, StoreError};
@@ -569,17 +569,4 @@ impl SmsMessages<'_> {
 
 fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-async fn finish<T>(tx: Tx, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(value) => {
-            tx.commit().await?;
-            Ok(value)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            Err(e)
-        }
-    }
 }

@@ -193,6 +193,20 @@ impl Tx {
     }
 }
 
+/// Commits `tx` when the work done in it succeeded, rolls it back when it failed.
+pub(crate) async fn finish<T>(tx: Tx, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
 /// The storage handle: cheap to clone, shared by the API and the workers.
 #[derive(Clone)]
 pub struct Store {

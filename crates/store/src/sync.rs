@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 pub use uuid::Uuid;
 
-use crate::db::{Tx, on_pool, on_tx};
+use crate::db::{Tx, finish, on_pool, on_tx};
 use crate::error::on_unique;
 use crate::jobs::{Enqueued, NewJob};
 use crate::rows::{parse_id, parse_json};
@@ -413,19 +413,6 @@ fn fk_not_found(entity: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { entity },
         _ => StoreError::Database(e),
-    }
-}
-
-async fn finish<T>(tx: Tx, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(value) => {
-            tx.commit().await?;
-            Ok(value)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            Err(e)
-        }
     }
 }
 

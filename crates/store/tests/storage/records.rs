@@ -22,6 +22,7 @@ on_both_backends!(
     deleting_a_tenant_removes_what_it_owns,
     tenant_secrets_rotate_with_grace,
     request_log_keeps_newest_and_prunes,
+    a_request_log_batch_larger_than_a_statement_skips_only_deleted_tenants,
     readiness_reports_migrations,
     concurrent_updates_of_different_columns_both_land,
 );
@@ -295,6 +296,66 @@ async fn request_log_keeps_newest_and_prunes(which: Which) {
     assert_eq!(pruned, 5, "two by age, three beyond the newest five");
     let left = store.request_log(acme.id).list(conn.id, 100, None).await.unwrap();
     assert_eq!(left.iter().map(|e| e.at).collect::<Vec<_>>(), [1009, 1008, 1007, 1006, 1005]);
+}
+
+/// The writer's batches go in as multi-row statements: a batch of more rows than one statement
+/// takes, interleaved with entries of a tenant deleted meanwhile, keeps every other entry with
+/// every field, in order, and fails nothing.
+async fn a_request_log_batch_larger_than_a_statement_skips_only_deleted_tenants(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let acme = tenant(&store, "acme").await;
+    let gone = tenant(&store, "gone").await;
+    let conn = connection(&store, &acme, "Main", "a").await;
+    let gone_conn = connection(&store, &gone, "Main", "g").await;
+    store.tenants().delete(gone.id).await.unwrap();
+    let entry = |i: i64| {
+        let (tenant_id, connection_id) = if i % 3 == 0 { (gone.id, gone_conn.id) } else { (acme.id, conn.id) };
+        RequestLogEntry {
+            tenant_id,
+            connection_id,
+            at: 1_000 + i,
+            method: if i % 2 == 0 { "GET" } else { "POST" }.into(),
+            url: format!("https://crm.example.com/webservice.php?n={i}"),
+            status: (i % 5 != 0).then_some(200),
+            latency_ms: i,
+            outcome: if i % 5 == 0 { "timeout" } else { "ok" }.into(),
+            request_body: (i % 2 == 1).then(|| format!("operation=create&n={i}")),
+            response_body: (i % 5 != 0).then(|| format!("{{\"n\":{i},\"name\":\"Đặng 'quoted'\"}}")),
+            error: (i % 5 == 0).then(|| "timed out".to_owned()),
+        }
+    };
+    let entries: Vec<_> = (0..450).map(entry).collect();
+    store.append_request_log(&entries).await.unwrap();
+    let listed = store.request_log(acme.id).list(conn.id, 1_000, None).await.unwrap();
+    let expected: Vec<_> = entries.iter().filter(|e| e.tenant_id == acme.id).rev().collect();
+    assert_eq!(listed.len(), 300);
+    for (got, want) in listed.iter().zip(&expected) {
+        let got = (
+            got.at,
+            got.method.as_str(),
+            got.url.as_str(),
+            got.status,
+            got.latency_ms,
+            got.outcome.as_str(),
+            got.request_body.as_deref(),
+            got.response_body.as_deref(),
+            got.error.as_deref(),
+        );
+        let want = (
+            want.at,
+            want.method.as_str(),
+            want.url.as_str(),
+            want.status,
+            want.latency_ms,
+            want.outcome.as_str(),
+            want.request_body.as_deref(),
+            want.response_body.as_deref(),
+            want.error.as_deref(),
+        );
+        assert_eq!(got, want);
+    }
+    assert!(store.request_log(gone.id).list(gone_conn.id, 1_000, None).await.unwrap().is_empty());
 }
 
 async fn readiness_reports_migrations(which: Which) {
