@@ -17,14 +17,19 @@
 //! Rows:
 //! * `bare`: an axum handler returning crmhub's answer — the ceiling of any HTTP service here;
 //! * `crmhub-gw`: a signed request with `q=0`, verified and refused before any CRM call;
-//! * `stub-direct`: one canned-answer Vtiger stub answer (from memory, no lock) per request;
-//! * `crmhub-stub`: searches through crmhub to the stub, a different term each (`red0`,
-//!   `red1`, …: the stub answers any term alike), so every search makes its own two CRM calls
-//!   (matching accounts, then contacts) and 50 % of `stub-direct` is the most it could reach;
+//! * `stub-direct`: the first contacts query of a search (the default 20 rows) straight to a
+//!   canned-answer Vtiger stub (from memory, no lock, honouring the query's `LIMIT`);
+//! * `hops-floor`: the two queries of a search (accounts, then contacts) sent to the stub by a
+//!   handler on crmhub's runtime with a plain reqwest client and nothing else — what the two
+//!   CRM hops of a search cost on this HTTP stack before crmhub does anything;
+//! * `crmhub-stub`: searches through crmhub to the stub, a different term each (spellings of
+//!   `red`: `red`, `Red`, ` rEd `, …, whose true matches the stub's rows are), so every search
+//!   makes its own two CRM calls (matching accounts, then contacts) and 50 % of `stub-direct`
+//!   is the most it could reach;
 //! * `coalesced`: the same with one term from every connection, so concurrent searches share
 //!   their CRM calls (single flight; the result cache stays off, its default);
 //! * `crmhub`, `crm-only`: searches through crmhub to the Vtiger simulator (a term each, which
-//!   the simulator searches for real and mostly does not find), and
+//!   the simulator searches for real), and
 //!   crmhub's own contacts query (built by the connector's query builder) straight to it; the
 //!   simulator serialises all work behind one lock, so these rows mostly measure it;
 //! * `overload` (64 connections only): distinct searches through a second crmhub with the
@@ -69,7 +74,7 @@ const MAX_REQUESTS: i64 = 2_000_000;
 const PATIENCE: Duration = Duration::from_secs(5);
 /// Seeded contacts besides Susan Red and Frank Redford, as in `crmhub demo`.
 const SEEDED_CONTACTS: usize = 300;
-/// Distinct search terms (`red0` …) a row cycles through.
+/// Distinct search terms a row cycles through: spellings of `red` (see [`spelling_of_red`]).
 const TERMS: usize = 1_000;
 const SECRET: &str = "changeme!";
 
@@ -326,7 +331,7 @@ async fn start(peers: &tokio::runtime::Handle) -> anyhow::Result<(Vec<Target>, A
     let crm_only = Target {
         name: "crm-only",
         addr: crm.addr(),
-        requests: [request(&direct_query(&crm).await?)].into(),
+        requests: [request(&direct_query(&crm, first_page()).await?)].into(),
         ..bare_like()
     };
     let stub_direct = Target {
@@ -334,12 +339,19 @@ async fn start(peers: &tokio::runtime::Handle) -> anyhow::Result<(Vec<Target>, A
         addr: stub,
         requests: [request(&format!(
             "/webservice.php?operation=query&sessionName=stub&query={}",
-            encode(&contacts_query(&crm)?)
+            encode(&contacts_query(&crm, first_page())?)
         ))]
         .into(),
         ..bare_like()
     };
-    let targets = vec![bare, gateway, stub_direct, through_stub, coalesced, crmhub, crm_only, overload];
+    let floor = Target {
+        name: "hops-floor",
+        addr: start_hops_floor(stub, &crm).await?,
+        requests: [request("/")].into(),
+        through_crmhub: true,
+        ..bare_like()
+    };
+    let targets = vec![bare, gateway, stub_direct, floor, through_stub, coalesced, crmhub, crm_only, overload];
     Ok((targets, stub_calls, Running { _crm: crm, _data: vec![data, throttled_data] }))
 }
 
@@ -366,51 +378,64 @@ fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// The contacts query of a search for `red`, as the native connector builds it (the simulator's
-/// one account matches `red`, so the query includes its contacts).
-fn contacts_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
+/// The contacts query of a search for `red`, as the native connector builds it, for `rows`
+/// rows (the simulator's one account matches `red`, so the query includes its contacts).
+fn contacts_query(crm: &VtigerSimHandle, rows: u32) -> anyhow::Result<String> {
     use crmhub_connectors::vtiger::queries::{SearchTerm, contact_search};
     let accounts: Vec<String> = crm.records("Accounts").iter().filter_map(|a| a.get("id").cloned()).collect();
     let term = SearchTerm::parse("red").context("a term")?;
-    Ok(contact_search(&term, &accounts)?.limit(0, crmhub_connectors::vtiger::vtql::PAGE).render())
+    Ok(contact_search(&term, &accounts)?.limit(0, rows).render())
+}
+
+/// The rows of the first query of a search with the channel's default result limit.
+fn first_page() -> u32 {
+    crmhub_connectors::vtiger::queries::first_search_page(settings::DEFAULT_RESULT_LIMIT as usize)
 }
 
 /// A Vtiger that answers from memory, with no lock: every login succeeds, a query for Accounts
-/// gets the simulator's accounts and any other query its search results for `red` — so that a
-/// row through it measures crmhub, not the CRM.
-/// Every request it answers is counted in `calls`.
+/// gets the simulator's accounts and any other query a full page of its search results for
+/// `red` — each cut to the query's `LIMIT offset,rows`, as Vtiger would — so that a row through
+/// it measures crmhub, not the CRM. Every request it answers is counted in `calls`.
 async fn start_stub(
     peers: &tokio::runtime::Handle,
     crm: &VtigerSimHandle,
     calls: Arc<AtomicU64>,
 ) -> anyhow::Result<SocketAddr> {
     use axum::extract::RawQuery;
-    let direct = direct_query(crm).await?;
-    let (_, contacts) = fetch(crm.addr(), &request(&direct)).await?;
-    let records = serde_json::from_str::<serde_json::Value>(&contacts)?["result"].as_array().map_or(0, Vec::len);
-    println!("the stub answers a contacts query with {} bytes ({records} contacts)", contacts.len());
+    let direct = direct_query(crm, crmhub_connectors::vtiger::vtql::PAGE).await?;
+    let (_, page) = fetch(crm.addr(), &request(&direct)).await?;
+    let rows = |answer: serde_json::Value| -> Vec<String> {
+        answer["result"].as_array().into_iter().flatten().map(serde_json::Value::to_string).collect()
+    };
+    let contacts: &'static [String] = rows(serde_json::from_str(&page)?).leak();
     let accounts: Vec<serde_json::Value> = crm
         .records("Accounts")
         .iter()
         .map(|a| serde_json::json!({"id": a.get("id"), "accountname": a.get("accountname")}))
         .collect();
-    let accounts: &'static str = serde_json::json!({"success": true, "result": accounts}).to_string().leak();
-    let contacts: &'static str = contacts.leak();
-    let challenge: &'static str =
-        r#"{"success":true,"result":{"token":"5f2a1c3b4d6e7","serverTime":1,"expireTime":4102444800}}"#;
-    let login: &'static str =
-        r#"{"success":true,"result":{"sessionName":"stub","userId":"19x1","version":"0.22","vtigerVersion":"8.2.0"}}"#;
+    let accounts: &'static [String] = rows(serde_json::json!({ "result": accounts })).leak();
+    let first = within_limit(&contacts_query(crm, first_page())?, contacts);
+    println!(
+        "the stub holds {} contacts ({} bytes); a search's first contacts query gets {} bytes",
+        contacts.len(),
+        page.len(),
+        first.len()
+    );
+    let challenge =
+        r#"{"success":true,"result":{"token":"5f2a1c3b4d6e7","serverTime":1,"expireTime":4102444800}}"#.to_owned();
+    let login =
+        r#"{"success":true,"result":{"sessionName":"stub","userId":"19x1","version":"0.22","vtigerVersion":"8.2.0"}}"#
+            .to_owned();
     let answer = move |query: Option<String>, body: String| {
         calls.fetch_add(1, Ordering::Relaxed);
         let query = query.unwrap_or_default();
-        let text = if query.contains("getchallenge") {
-            challenge
-        } else if body.contains("operation=login") {
-            login
-        } else if query.contains("FROM+Accounts") {
-            accounts
-        } else {
-            contacts
+        let vtql = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "query").map(|(_, q)| q);
+        let text = match vtql {
+            _ if query.contains("getchallenge") => challenge.clone(),
+            _ if body.contains("operation=login") => login.clone(),
+            Some(vtql) if vtql.contains("FROM Accounts") => within_limit(&vtql, accounts),
+            Some(vtql) => within_limit(&vtql, contacts),
+            None => r#"{"success":false,"error":{"code":"INVALID_OPERATION","message":"?"}}"#.to_owned(),
         };
         ([(CONTENT_TYPE, "application/json")], text)
     };
@@ -423,9 +448,48 @@ async fn start_stub(
     serve_on(peers, router).await
 }
 
+/// The floor of a search's CRM hops with crmhub's HTTP stack, on crmhub's runtime: an axum
+/// handler that sends the two queries a search sends (matching accounts, then contacts) to the
+/// stub with a plain reqwest client, reads both answers whole and answers 200 — no signature,
+/// no parsing, no request log, no budget, no session.
+async fn start_hops_floor(stub: SocketAddr, crm: &VtigerSimHandle) -> anyhow::Result<SocketAddr> {
+    use crmhub_connectors::vtiger::queries::{SearchTerm, accounts_named};
+    let term = SearchTerm::parse("red").context("a term")?;
+    let url =
+        |vtql: &str| format!("http://{stub}/webservice.php?operation=query&sessionName=stub&query={}", encode(vtql));
+    let urls: Arc<[String; 2]> =
+        Arc::new([url(&accounts_named(&term)?.render()), url(&contacts_query(crm, first_page())?)]);
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let relay = move || {
+        let (client, urls) = (client.clone(), urls.clone());
+        async move {
+            for url in urls.iter() {
+                let read = async { client.get(url).send().await?.error_for_status()?.bytes().await };
+                if read.await.is_err() {
+                    return axum::http::StatusCode::BAD_GATEWAY;
+                }
+            }
+            axum::http::StatusCode::OK
+        }
+    };
+    serve_on(&tokio::runtime::Handle::current(), axum::Router::new().route("/", get(relay))).await
+}
+
+/// Vtiger's answer to `vtql` out of `rows`: those its `LIMIT offset,rows` selects, or every one
+/// without a LIMIT.
+fn within_limit(vtql: &str, rows: &[String]) -> String {
+    let limit = vtql.rsplit_once(" LIMIT ").and_then(|(_, limit)| {
+        let (offset, count) = limit.trim_end_matches(';').split_once(',')?;
+        Some((offset.trim().parse::<usize>().ok()?, count.trim().parse::<usize>().ok()?))
+    });
+    let (offset, count) = limit.unwrap_or((0, rows.len()));
+    let chosen = rows.iter().skip(offset).take(count).map(String::as_str).collect::<Vec<_>>().join(",");
+    format!(r#"{{"success":true,"result":[{chosen}]}}"#)
+}
+
 /// The search query crmhub sends, addressed to the simulator directly with a session of its own:
 /// the CRM hop's own ceiling, for reading the crmhub row against.
-async fn direct_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
+async fn direct_query(crm: &VtigerSimHandle, rows: u32) -> anyhow::Result<String> {
     use md5::{Digest, Md5};
     let addr = crm.addr();
     let ask = |raw: String| async move {
@@ -444,14 +508,14 @@ async fn direct_query(crm: &VtigerSimHandle) -> anyhow::Result<String> {
     ))
     .await?;
     let session = login["result"]["sessionName"].as_str().context("no session")?;
-    Ok(format!("/webservice.php?operation=query&sessionName={session}&query={}", encode(&contacts_query(crm)?)))
+    Ok(format!("/webservice.php?operation=query&sessionName={session}&query={}", encode(&contacts_query(crm, rows)?)))
 }
 
 /// Signed request paths of one tenant's channel.
 struct Paths {
     /// A search for `red`.
     one_term: String,
-    /// Searches for `red0` … (one per term).
+    /// Searches for [`TERMS`] spellings of `red`.
     terms: Vec<String>,
     /// A search with `q=0`, refused once verified.
     no_term: String,
@@ -497,9 +561,19 @@ async fn configure(
     };
     Ok(Paths {
         one_term: path("red"),
-        terms: (0..TERMS).map(|i| path(&format!("red{i}"))).collect(),
+        terms: (0..TERMS).map(|i| path(&spelling_of_red(i))).collect(),
         no_term: path("0"),
     })
+}
+
+/// The `i`th spelling of `red`: its letters' case, then spaces before and after. Each is its
+/// own search to crmhub (searches coalesce on the term as sent), and the stub's rows, the
+/// contacts a CRM finds for `red`, are true matches of every one — as a CRM's answer to a term
+/// would be.
+fn spelling_of_red(i: usize) -> String {
+    let letters: String =
+        "red".chars().enumerate().map(|(bit, c)| if i >> bit & 1 == 1 { c.to_ascii_uppercase() } else { c }).collect();
+    format!("{}{letters}{}", " ".repeat(i / 8 % 12), " ".repeat(i / 96))
 }
 
 fn query_of(path: &str) -> &str {

@@ -14,7 +14,7 @@ use crmhub_core::time::{parse_utc, utc_date_time as date_time};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::queries::{self, EMAIL_FIELDS, PHONE_FIELDS, SearchTerm, SummaryRow};
+use super::queries::{self, EMAIL_FIELDS, PHONE_FIELDS, SearchTerm, SummaryFields, SummaryRow};
 use super::{Record, Vtiger, text};
 
 const CAPABILITIES: &[Capability] = &Capability::ALL;
@@ -24,20 +24,20 @@ const MAX_SCAN: usize = 5_000;
 const ACCOUNT_NAMES_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Vtiger {
-    fn summary(&self, record: &Record, companies: &BTreeMap<String, String>) -> ContactSummary {
+    fn summary(&self, record: &impl SummaryFields, companies: &BTreeMap<String, String>) -> ContactSummary {
         ContactSummary {
-            id: text(record, "id").unwrap_or_default().to_owned(),
+            id: record.text("id").unwrap_or_default().to_owned(),
             display_name: display_name(record),
-            company: text(record, "account_id").and_then(|a| companies.get(a)).cloned(),
-            emails: EMAIL_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
-            phones: PHONE_FIELDS.iter().filter_map(|f| text(record, f)).map(str::to_owned).collect(),
+            company: record.text("account_id").and_then(|a| companies.get(a)).cloned(),
+            emails: EMAIL_FIELDS.iter().filter_map(|f| record.text(f)).map(str::to_owned).collect(),
+            phones: PHONE_FIELDS.iter().filter_map(|f| record.text(f)).map(str::to_owned).collect(),
         }
     }
 
     /// Account names for the contacts' `account_id`s: from the short-lived cache, the rest in
     /// short IN lists (the query travels in the URL).
-    async fn company_names(&self, records: &[Record]) -> Result<BTreeMap<String, String>, CrmError> {
-        let wanted: HashSet<String> = records.iter().filter_map(|r| text(r, "account_id")).map(str::to_owned).collect();
+    async fn company_names(&self, records: &[impl SummaryFields]) -> Result<BTreeMap<String, String>, CrmError> {
+        let wanted: HashSet<String> = records.iter().filter_map(|r| r.text("account_id")).map(str::to_owned).collect();
         let mut names = BTreeMap::new();
         let mut missing = Vec::new();
         {
@@ -73,7 +73,7 @@ impl Vtiger {
         }
     }
 
-    async fn summaries(&self, records: Vec<Record>) -> Result<Vec<ContactSummary>, CrmError> {
+    async fn summaries(&self, records: Vec<impl SummaryFields + Sync>) -> Result<Vec<ContactSummary>, CrmError> {
         let companies = self.company_names(&records).await?;
         Ok(records.iter().map(|r| self.summary(r, &companies)).collect())
     }
@@ -191,11 +191,22 @@ fn user_name(user: &Record) -> Option<String> {
     if name.is_empty() { text(user, "user_name").map(str::to_owned) } else { Some(name) }
 }
 
-fn display_name(record: &Record) -> String {
+/// Whether `text`, lowercased, contains `lowered` (itself lowercase). ASCII text — most names
+/// and every e-mail address — is compared in place; other text is lowercased first.
+fn contains_lowercase(text: &str, lowered: &str) -> bool {
+    if text.is_ascii() && lowered.is_ascii() {
+        let (text, lowered) = (text.as_bytes(), lowered.as_bytes());
+        lowered.is_empty() || text.windows(lowered.len()).any(|window| window.eq_ignore_ascii_case(lowered))
+    } else {
+        text.to_lowercase().contains(lowered)
+    }
+}
+
+fn display_name(record: &impl SummaryFields) -> String {
     let name =
-        format!("{} {}", text(record, "firstname").unwrap_or_default(), text(record, "lastname").unwrap_or_default());
+        format!("{} {}", record.text("firstname").unwrap_or_default(), record.text("lastname").unwrap_or_default());
     let name = name.trim();
-    if name.is_empty() { text(record, "label").unwrap_or("(no name)").to_owned() } else { name.to_owned() }
+    if name.is_empty() { record.text("label").unwrap_or("(no name)").to_owned() } else { name.to_owned() }
 }
 
 /// The marker that ties an Events record to an external call id. Vtiger has no field for
@@ -347,10 +358,9 @@ impl Crm for Vtiger {
         let lowered: Vec<String> = term.words.iter().map(|w| w.to_lowercase()).collect();
         let whole = term.whole.to_lowercase();
         let matches = |r: &SummaryRow<'_>| {
-            let name = |f| r.text(f).unwrap_or_default().to_lowercase();
-            let (first, last) = (name("firstname"), name("lastname"));
-            lowered.iter().all(|w| first.contains(w) || last.contains(w))
-                || EMAIL_FIELDS.iter().any(|f| r.text(f).is_some_and(|e| e.to_lowercase().contains(&whole)))
+            let (first, last) = (r.text("firstname").unwrap_or_default(), r.text("lastname").unwrap_or_default());
+            lowered.iter().all(|w| contains_lowercase(first, w) || contains_lowercase(last, w))
+                || EMAIL_FIELDS.iter().any(|f| r.text(f).is_some_and(|e| contains_lowercase(e, &whole)))
                 || r.text("account_id").is_some_and(|a| account_ids.iter().any(|id| id == a))
                 || term.phone_digits.as_ref().is_some_and(|digits| {
                     PHONE_FIELDS.iter().any(|f| {
@@ -362,18 +372,20 @@ impl Crm for Vtiger {
         };
         let mut found = Vec::new();
         let mut offset = 0u64;
+        let mut rows = queries::first_search_page(limit);
         while found.len() < limit && (offset as usize) < MAX_SCAN {
-            let raw = self.query_raw(&query.clone().limit(offset, super::vtql::PAGE)).await?;
+            let raw = self.query_raw(&query.clone().limit(offset, rows)).await?;
             let page: Vec<SummaryRow<'_>> = serde_json::from_str(raw.get())
                 .map_err(|e| CrmError::Protocol(format!("Vtiger's query result is not a list of records ({e})")))?;
             let got = page.len();
             // Only the matches the result has room for are copied out of the page.
             let room = limit - found.len();
-            found.extend(page.into_iter().filter(|r| matches(r)).take(room).map(SummaryRow::into_record));
-            if got < super::vtql::PAGE as usize {
+            found.extend(page.into_iter().filter(|r| matches(r)).take(room).map(SummaryRow::into_owned));
+            if got < rows as usize {
                 break;
             }
-            offset += u64::from(super::vtql::PAGE);
+            offset += u64::from(rows);
+            rows = super::vtql::PAGE;
         }
         found.truncate(limit);
         self.summaries(found).await
@@ -675,6 +687,18 @@ fn next_sync_position(asked: i64, last: i64, more: bool) -> FeedPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_ignores_case_in_and_beyond_ascii() {
+        assert!(contains_lowercase("Frank REDFORD", "redf"));
+        assert!(contains_lowercase("Susan.Red@Example.com", "red@example"));
+        assert!(contains_lowercase("anything", ""));
+        assert!(!contains_lowercase("Re d", "red"));
+        assert!(!contains_lowercase("re", "red"));
+        assert!(contains_lowercase("ĐẶNG Văn", "đặng"));
+        assert!(contains_lowercase("ПЕТРОВ", "петр"));
+        assert!(!contains_lowercase("Petrov", "петр"));
+    }
 
     #[test]
     fn the_sync_position_always_moves_while_there_is_more() {

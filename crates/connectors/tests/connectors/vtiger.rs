@@ -200,6 +200,45 @@ async fn paging_reads_past_the_100_row_cap() {
     assert_eq!(f.crm().search_contacts("pagination", 120).await.unwrap().len(), 120, "the limit is honoured");
 }
 
+/// The contacts queries a search sent, as VTQL.
+fn contact_queries(log: &Log) -> Vec<String> {
+    let entries = log.0.lock().unwrap();
+    entries
+        .iter()
+        .filter_map(|e| url::Url::parse(&e.url).ok())
+        .filter_map(|u| u.query_pairs().find(|(k, _)| k == "query").map(|(_, q)| q.into_owned()))
+        .filter(|q| q.contains("FROM Contacts"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_search_asks_for_the_rows_its_answer_takes_then_widens() {
+    let f = fixture(VtigerSimOptions::default()).await;
+    for i in 0..30 {
+        f.contact(&format!("Sized{i:02}"), "Firstpage");
+    }
+    let crm = f.crm();
+    assert_eq!(crm.search_contacts("firstpage", 5).await.unwrap().len(), 5);
+    let sent = contact_queries(&f.log);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].ends_with(" LIMIT 0,5;"), "the first page is the answer's size: {}", sent[0]);
+
+    // Digits in order match more than the number (`%9%1%2%`): the first page holds only such
+    // near misses, so the search reads on, in full pages, and finds the true matches.
+    f.log.0.lock().unwrap().clear();
+    let near: Vec<String> = (0..3)
+        .map(|i| f.sim.insert_record("Contacts", [("lastname", format!("Near{i}")), ("phone", "9 0 1 0 2".into())]))
+        .collect();
+    let exact: Vec<String> = (0..3)
+        .map(|i| f.sim.insert_record("Contacts", [("lastname", format!("Exact{i}")), ("phone", "+84 912 00".into())]))
+        .collect();
+    let found = crm.search_contacts("912", 3).await.unwrap();
+    assert_eq!(found.into_iter().map(|c| c.id).collect::<Vec<_>>(), exact, "not {near:?}");
+    let sent = contact_queries(&f.log);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].ends_with(" LIMIT 0,3;") && sent[1].ends_with(" LIMIT 3,100;"), "{sent:?}");
+}
+
 #[tokio::test]
 async fn quotes_and_percent_signs_are_searched_literally() {
     let f = fixture(VtigerSimOptions::default()).await;
