@@ -38,8 +38,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use crmhub_core::{PhoneRegion, TenantName, TenantSlug};
@@ -50,16 +50,19 @@ use crmhub_server::{AppState, Application, Settings};
 use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
 use crmhub_store::connections::NewConnection;
 use crmhub_store::tenants::{NewTenant, Tenant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
+#[allow(dead_code, reason = "each bench reads what it reports of the load")]
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/pg.rs"]
 mod pg;
 #[path = "support/wire.rs"]
 mod wire;
 
+use load::{Limits, Load, Row, closed_loop};
 use pg::PgDatabase;
-use wire::{fetch, read_response};
+use wire::fetch;
 
 const POP_CONNECTIONS: [usize; 2] = [4, 64];
 const ACCEPT_CONNECTIONS: usize = 64;
@@ -67,6 +70,8 @@ const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 /// Requests per measurement at most, whatever the speed.
 const MAX_REQUESTS: i64 = 2_000_000;
+/// An answer later than this is an error (its connection is opened again).
+const PATIENCE: Duration = Duration::from_secs(5);
 /// Seeded contacts, as in `crmhub demo`.
 const SEEDED_CONTACTS: usize = 300;
 /// Numbers the cached rows ring again and again.
@@ -75,31 +80,19 @@ const CACHED_TTL_SECS: u32 = settings::DEFAULT_SCREEN_POP_CACHE_SECS;
 /// Enough for every job the runs leave behind (no worker runs them).
 const QUEUE_CAP: u64 = 100_000_000;
 
-/// One kind of call the clients make: the requests of call number `n`, each measured.
-type Requests = Arc<dyn Fn(u64) -> Vec<Vec<u8>> + Send + Sync>;
-
 struct Target {
-    addr: SocketAddr,
-    requests: Requests,
-    /// The status every answer must have; others count as errors.
+    /// Its turns are call numbers, counted across warm-up and measurement, so no call id
+    /// repeats.
+    row: Row,
+    /// The status every answer must have; others (and time-outs) count as errors.
     expect: u16,
-    /// Call numbers handed out, across warm-up and measurement, so no call id repeats.
-    calls: Arc<AtomicU64>,
 }
 
 struct Measurement {
-    requests: usize,
+    load: Load,
     errors: usize,
+    /// Calls made (turns taken).
     calls: u64,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Measurement {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
 }
 
 /// `cargo bench -p crmhub --bench calls -- ROW…` runs only the rows named (`cold`, `cached`,
@@ -141,11 +134,11 @@ fn main() -> anyhow::Result<()> {
                 let crm_requests = crm.request_count() - before;
                 println!(
                     "{connections:>5}  {name:<7} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>8.2}",
-                    m.per_second(),
-                    m.p50.as_secs_f64() * 1e3,
-                    m.p99.as_secs_f64() * 1e3,
+                    m.load.per_second(),
+                    m.load.p(50).as_secs_f64() * 1e3,
+                    m.load.p(99).as_secs_f64() * 1e3,
                     m.errors,
-                    crm_requests as f64 / m.requests.max(1) as f64
+                    crm_requests as f64 / m.load.answered().max(1) as f64
                 );
             }
         }
@@ -202,9 +195,9 @@ fn accept_row(
     println!(
         "{name:<9} {:<10} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>8} {:>8} {:>8}",
         "events",
-        m.per_second(),
-        m.p50.as_secs_f64() * 1e3,
-        m.p99.as_secs_f64() * 1e3,
+        m.load.per_second(),
+        m.load.p(50).as_secs_f64() * 1e3,
+        m.load.p(99).as_secs_f64() * 1e3,
         m.errors,
         m.calls,
         jobs,
@@ -215,9 +208,9 @@ fn accept_row(
     println!(
         "{name:<9} {:<10} {:>9.0} {:>8.3} {:>8.3} {:>7}",
         "key-check",
-        m.per_second(),
-        m.p50.as_secs_f64() * 1e3,
-        m.p99.as_secs_f64() * 1e3,
+        m.load.per_second(),
+        m.load.p(50).as_secs_f64() * 1e3,
+        m.load.p(99).as_secs_f64() * 1e3,
         m.errors
     );
     Ok(())
@@ -305,7 +298,7 @@ async fn configure(
     Ok((tenant, key.key))
 }
 
-fn post(slug: &str, key: &str, body: &serde_json::Value) -> Vec<u8> {
+fn post(slug: &str, key: &str, body: &serde_json::Value) -> Arc<[u8]> {
     let body = body.to_string();
     format!(
         "POST /t/{slug}/calls/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
@@ -313,6 +306,7 @@ fn post(slug: &str, key: &str, body: &serde_json::Value) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+    .into()
 }
 
 fn started(prefix: &str, n: u64, from: &str) -> serde_json::Value {
@@ -358,27 +352,19 @@ async fn start_pops(crm: &VtigerSimHandle) -> anyhow::Result<Pops> {
     let numbers: Arc<[String]> = numbers.into();
     let cold = {
         let numbers = numbers.clone();
-        Target {
-            addr,
-            requests: Arc::new(move |n| {
-                let number = &numbers[n as usize % numbers.len()];
-                vec![post("cold", &cold_key, &started("cold", n, number))]
-            }),
-            expect: 202,
-            calls: Arc::default(),
-        }
+        let row = Row::new(addr, move |n| {
+            let number = &numbers[n as usize % numbers.len()];
+            vec![post("cold", &cold_key, &started("cold", n, number))]
+        });
+        Target { row, expect: 202 }
     };
     let cached = {
         let numbers = numbers.clone();
-        Target {
-            addr,
-            requests: Arc::new(move |n| {
-                let number = &numbers[n as usize % CACHED_NUMBERS];
-                vec![post("cached", &cached_key, &started("cached", n, number))]
-            }),
-            expect: 202,
-            calls: Arc::default(),
-        }
+        let row = Row::new(addr, move |n| {
+            let number = &numbers[n as usize % CACHED_NUMBERS];
+            vec![post("cached", &cached_key, &started("cached", n, number))]
+        });
+        Target { row, expect: 202 }
     };
     Ok(Pops { cold, cached, numbers: numbers.len(), running })
 }
@@ -406,11 +392,12 @@ impl AcceptApp {
 async fn start_accept(crm: &VtigerSimHandle, database_url: Option<String>) -> anyhow::Result<AcceptApp> {
     let (state, addr, running) = start_app(database_url).await?;
     let (tenant, key) = configure(&state, crm, "events", settings::DEFAULT_SCREEN_POP_CACHE_SECS).await?;
-    let whoami = format!(
+    let whoami: Arc<[u8]> = format!(
         "GET /t/events/channel-key?scope=calls HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n"
     )
-    .into_bytes();
-    let requests: Requests = Arc::new(move |n| {
+    .into_bytes()
+    .into();
+    let row = Row::new(addr, move |n| {
         let call_id = format!("call-{n}");
         let answered = serde_json::json!({"type": "call.answered", "call": {
             "call_id": call_id, "direction": "inbound", "from": "+14155550100", "to": "02873001234",
@@ -421,8 +408,8 @@ async fn start_accept(crm: &VtigerSimHandle, database_url: Option<String>) -> an
         }});
         vec![post("events", &key, &answered), post("events", &key, &ended)]
     });
-    let target = Target { addr, requests, expect: 202, calls: Arc::default() };
-    for request in (target.requests)(u64::MAX) {
+    let target = Target { row, expect: 202 };
+    for request in (target.row.requests)(u64::MAX) {
         let (status, body) = fetch(addr, &request).await?;
         if status != 202 {
             bail!("crmhub refused a call event: {status} {body}");
@@ -432,60 +419,15 @@ async fn start_accept(crm: &VtigerSimHandle, database_url: Option<String>) -> an
     if status != 200 {
         bail!("crmhub refused the channel key: {status} {body}");
     }
-    let key_check =
-        Target { addr, requests: Arc::new(move |_| vec![whoami.clone()]), expect: 200, calls: Arc::default() };
+    let key_check = Target { row: Row::cycling(addr, [whoami].into()), expect: 200 };
     Ok(AcceptApp { state, tenant, target, key_check, running })
 }
 
 /// Runs `connections` closed-loop clients against `target` for `duration`.
 async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Measurement> {
-    let budget = Arc::new(AtomicI64::new(MAX_REQUESTS));
-    let calls_before = target.calls.load(Ordering::Relaxed);
-    let started = Instant::now();
-    let deadline = started + duration;
-    let clients: Vec<_> = (0..connections)
-        .map(|_| {
-            let (requests, calls) = (target.requests.clone(), target.calls.clone());
-            tokio::spawn(client(target.addr, requests, target.expect, calls, deadline, budget.clone()))
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for client in clients {
-        let (mut mine, failed) = client.await.context("load client")??;
-        latencies.append(&mut mine);
-        errors += failed;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let at = |pct: usize| latencies.get(latencies.len() * pct / 100).copied().unwrap_or_default();
-    let calls = target.calls.load(Ordering::Relaxed) - calls_before;
-    Ok(Measurement { requests: latencies.len(), errors, calls, elapsed, p50: at(50), p99: at(99) })
-}
-
-/// One keep-alive connection making calls (each a new call number) until `deadline`: the
-/// latencies of its requests, and how many had another status than `expect`.
-async fn client(
-    addr: SocketAddr,
-    requests: Requests,
-    expect: u16,
-    calls: Arc<AtomicU64>,
-    deadline: Instant,
-    budget: Arc<AtomicI64>,
-) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut latencies = Vec::with_capacity(16_384);
-    let mut errors = 0;
-    while Instant::now() < deadline && budget.fetch_sub(1, Ordering::Relaxed) > 0 {
-        for request in requests(calls.fetch_add(1, Ordering::Relaxed)) {
-            let sent = Instant::now();
-            stream.write_all(&request).await?;
-            let (status, _) = read_response(&mut stream, &mut buf).await?;
-            latencies.push(sent.elapsed());
-            errors += usize::from(status != expect);
-        }
-    }
-    Ok((latencies, errors))
+    let before = target.row.turns.load(Ordering::Relaxed);
+    let limits = Limits { duration, max_requests: MAX_REQUESTS, patience: PATIENCE };
+    let load = closed_loop(&target.row, connections, limits).await?;
+    let calls = target.row.turns.load(Ordering::Relaxed) - before;
+    Ok(Measurement { errors: load.other_than(&[target.expect]) + load.timeouts, calls, load })
 }

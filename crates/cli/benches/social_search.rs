@@ -42,8 +42,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::header::CONTENT_TYPE;
@@ -57,13 +57,15 @@ use crmhub_server::{Application, Settings};
 use crmhub_sim::vtiger::{self, VtigerSimHandle, VtigerSimOptions};
 use crmhub_store::connections::NewConnection;
 use crmhub_store::tenants::NewTenant;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/wire.rs"]
 mod wire;
 
-use wire::{fetch, read_response};
+use load::{Limits, Load, Row, closed_loop};
+use wire::fetch;
 
 const CONNECTIONS: [usize; 2] = [4, 64];
 const WARMUP: Duration = Duration::from_secs(1);
@@ -89,23 +91,6 @@ struct Target {
     through_crmhub: bool,
     /// Only at this many connections, when set.
     only_at: Option<usize>,
-}
-
-#[derive(Default)]
-struct Measurement {
-    requests: usize,
-    errors: usize,
-    unavailable: usize,
-    timeouts: usize,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Measurement {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
 }
 
 /// CPU time of this process, split into crmhub's threads, the peers' and the load generator's
@@ -212,20 +197,21 @@ fn main() -> anyhow::Result<()> {
             } else {
                 String::new()
             };
-            let per_request = (target.through_crmhub && m.requests > 0)
-                .then(|| cpu_before.crmhub_since(cpu_after, tick).as_secs_f64() * 1e6 / m.requests as f64);
+            let answered = m.answered();
+            let per_request = (target.through_crmhub && answered > 0)
+                .then(|| cpu_before.crmhub_since(cpu_after, tick).as_secs_f64() * 1e6 / answered as f64);
             let calls = calls_after - calls_before;
-            let per_thousand = (target.through_crmhub && calls > 0 && m.requests > 0)
-                .then(|| calls as f64 * 1000.0 / m.requests as f64);
+            let per_thousand =
+                (target.through_crmhub && calls > 0 && answered > 0).then(|| calls as f64 * 1000.0 / answered as f64);
             println!(
                 "{connections:>5}  {:<11} {:>9.0} {:>8.3} {:>8.3} {:>6} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8}",
                 target.name,
                 rate,
-                m.p50.as_secs_f64() * 1e3,
-                m.p99.as_secs_f64() * 1e3,
-                m.unavailable,
+                m.p(50).as_secs_f64() * 1e3,
+                m.p(99).as_secs_f64() * 1e3,
+                m.with_status(503),
                 m.timeouts,
-                m.errors,
+                m.other_than(target.expect),
                 ratio_to("bare"),
                 vs_stub,
                 per_request.map_or_else(String::new, |us| format!("{us:.0}")),
@@ -584,81 +570,8 @@ fn request(path: &str) -> Arc<[u8]> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n").into_bytes().into()
 }
 
-/// Runs `connections` closed-loop clients against `target` for `duration`.
-async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Measurement> {
-    let budget = Arc::new(AtomicI64::new(MAX_REQUESTS));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let clients: Vec<_> = (0..connections)
-        .map(|i| {
-            let start = i * target.requests.len() / connections;
-            tokio::spawn(client(target.addr, target.requests.clone(), start, target.expect, deadline, budget.clone()))
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut m = Measurement::default();
-    for client in clients {
-        let mut mine = client.await.context("load client")??;
-        latencies.append(&mut mine.latencies);
-        m.errors += mine.errors;
-        m.unavailable += mine.unavailable;
-        m.timeouts += mine.timeouts;
-    }
-    m.elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let at = |pct: usize| latencies.get(latencies.len() * pct / 100).copied().unwrap_or_default();
-    (m.requests, m.p50, m.p99) = (latencies.len(), at(50), at(99));
-    Ok(m)
-}
-
-#[derive(Default)]
-struct ClientRun {
-    latencies: Vec<Duration>,
-    errors: usize,
-    unavailable: usize,
-    timeouts: usize,
-}
-
-/// One keep-alive connection sending `requests` in turn from `start`: the latencies of its
-/// answers and what they were.
-async fn client(
-    addr: SocketAddr,
-    requests: Arc<[Arc<[u8]>]>,
-    start: usize,
-    expect: &'static [u16],
-    deadline: Instant,
-    budget: Arc<AtomicI64>,
-) -> anyhow::Result<ClientRun> {
-    let connect = || async move {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        anyhow::Ok(stream)
-    };
-    let mut stream = connect().await?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut run = ClientRun { latencies: Vec::with_capacity(16_384), ..ClientRun::default() };
-    let mut next = start;
-    while Instant::now() < deadline && budget.fetch_sub(1, Ordering::Relaxed) > 0 {
-        let request = &requests[next % requests.len()];
-        next += 1;
-        let sent = Instant::now();
-        let answered = tokio::time::timeout(PATIENCE, async {
-            stream.write_all(request).await?;
-            read_response(&mut stream, &mut buf).await
-        })
-        .await;
-        match answered {
-            Ok(answer) => {
-                let (status, _) = answer?;
-                run.latencies.push(sent.elapsed());
-                run.unavailable += usize::from(status == 503);
-                run.errors += usize::from(!expect.contains(&status));
-            }
-            Err(_) => {
-                run.timeouts += 1;
-                stream = connect().await?;
-            }
-        }
-    }
-    Ok(run)
+/// `connections` closed-loop clients sending `target`'s requests in turn for `duration`.
+async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Load> {
+    let limits = Limits { duration, max_requests: MAX_REQUESTS, patience: PATIENCE };
+    closed_loop(&Row::cycling(target.addr, target.requests.clone()), connections, limits).await
 }

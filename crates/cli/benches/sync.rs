@@ -37,14 +37,14 @@
 //!   `postgres://postgres@127.0.0.1:5432/test`) as the admin URL of a database created for the
 //!   run and dropped after; unreachable, its row is skipped.
 //!
-//! The load generator is the one of `calls`: each connection sends its next request when the
-//! previous answer is in, on its own thread and runtime; crmhub and the simulators share one
-//! multi-threaded runtime.
+//! The load generator is the benches' shared one (`support/load.rs`): each connection sends its
+//! next request when the previous answer is in, on its own thread and runtime; crmhub and the
+//! simulators share one multi-threaded runtime.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -61,18 +61,21 @@ use crmhub_store::Store;
 use crmhub_store::connections::Connection;
 use crmhub_store::tenants::Tenant;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-/// Contacts the backfill rows seed into the Kommo simulator.
+#[allow(dead_code, reason = "each bench reads what it reports of the load")]
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/pg.rs"]
 mod pg;
 #[path = "support/wire.rs"]
 mod wire;
 
+use load::{Limits, Load, Row, closed_loop};
 use pg::PgDatabase;
-use wire::{fetch, read_response};
+use wire::fetch;
 
+/// Contacts the backfill rows seed into the Kommo simulator.
 const BACKFILL_CONTACTS: usize = 100_000;
 /// Kommo's page (the connector's change feed asks for the most Kommo gives).
 const PAGE: f64 = 250.0;
@@ -90,6 +93,8 @@ const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(10);
 /// Requests per measurement at most, whatever the speed.
 const MAX_REQUESTS: i64 = 2_000_000;
+/// An answer later than this is an error (its connection is opened again).
+const PATIENCE: Duration = Duration::from_secs(5);
 /// Enough for every job the webhook rows leave behind (no worker runs them).
 const QUEUE_CAP: u64 = 100_000_000;
 /// "Off": far above anything a run reaches.
@@ -466,9 +471,9 @@ fn webhook_row(
     let (accepted_after, jobs_after) = servers.block_on(hooks.counts())?;
     println!(
         "| {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
-        m.ok as f64 / m.elapsed.as_secs_f64(),
-        m.p50.as_secs_f64() * 1e3,
-        m.p99.as_secs_f64() * 1e3,
+        m.ok as f64 / m.load.elapsed.as_secs_f64(),
+        m.load.p(50).as_secs_f64() * 1e3,
+        m.load.p(99).as_secs_f64() * 1e3,
         m.ok,
         m.errors,
         accepted_after - accepted_before,
@@ -519,22 +524,23 @@ async fn start_hooks(database_url: Option<String>) -> anyhow::Result<Hooks> {
     let destination = kommo.webhooks().first().context("no webhook registered at Kommo")?.destination.clone();
     let hook_path = url::Url::parse(&destination)?.path().to_owned();
     let account = kommo.account_id();
-    let requests: Requests = Arc::new(move |n| {
+    let requests = move |n| {
         // A contact id nobody sent before: every delivery enqueues a job of its own.
         let body = format!(
             "contacts[update][0][id]={}&contacts[update][0][type]=contact&account[id]={account}&account[subdomain]=demo",
             100_000_000 + n
         );
-        format!(
+        let request = format!(
             "POST {hook_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: amoCRM-WebHook-client/1.0\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .into_bytes()
-    });
+        );
+        vec![Arc::<[u8]>::from(request.into_bytes())]
+    };
     // Request 0 is the probe; the load starts at 1.
-    let target = Target { addr: app.addr, requests, expect: 200, sent: Arc::new(AtomicU64::new(1)) };
-    let (status, body) = fetch(app.addr, &(target.requests)(0)).await?;
+    let row = Row { turns: Arc::new(AtomicU64::new(1)), ..Row::new(app.addr, requests) };
+    let target = Target { row, expect: 200 };
+    let (status, body) = fetch(app.addr, &(target.row.requests)(0)[0]).await?;
     if status != 200 || !body.contains("\"accepted\"") {
         bail!("crmhub did not accept a delivery: {status} {body}");
     }
@@ -589,73 +595,24 @@ impl Database {
 
 // --- the load generator ----------------------------------------------------------------------
 
-/// The request number `n` sends.
-type Requests = Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
-
 struct Target {
-    addr: SocketAddr,
-    requests: Requests,
-    /// The status every answer must have; others count as errors.
+    /// Its turns number the requests, across warm-up and measurement, so none repeats.
+    row: Row,
+    /// The status every answer must have; others (and time-outs) count as errors.
     expect: u16,
-    /// Request numbers handed out, across warm-up and measurement, so none repeats.
-    sent: Arc<AtomicU64>,
 }
 
 struct Measurement {
+    load: Load,
     /// Answers with the expected status.
     ok: usize,
     errors: usize,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
 }
 
 /// Runs `connections` closed-loop clients against `target` for `duration`.
 async fn measure(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Measurement> {
-    let budget = Arc::new(AtomicI64::new(MAX_REQUESTS));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let clients: Vec<_> = (0..connections)
-        .map(|_| {
-            let (requests, sent) = (target.requests.clone(), target.sent.clone());
-            tokio::spawn(client(target.addr, requests, target.expect, sent, deadline, budget.clone()))
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for client in clients {
-        let (mut mine, failed) = client.await.context("load client")??;
-        latencies.append(&mut mine);
-        errors += failed;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let at = |pct: usize| latencies.get(latencies.len() * pct / 100).copied().unwrap_or_default();
-    Ok(Measurement { ok: latencies.len() - errors, errors, elapsed, p50: at(50), p99: at(99) })
-}
-
-/// One keep-alive connection sending requests (each a new number) until `deadline`: the
-/// latencies of its requests, and how many had another status than `expect`.
-async fn client(
-    addr: SocketAddr,
-    requests: Requests,
-    expect: u16,
-    sent: Arc<AtomicU64>,
-    deadline: Instant,
-    budget: Arc<AtomicI64>,
-) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut latencies = Vec::with_capacity(16_384);
-    let mut errors = 0;
-    while Instant::now() < deadline && budget.fetch_sub(1, Ordering::Relaxed) > 0 {
-        let request = requests(sent.fetch_add(1, Ordering::Relaxed));
-        let started = Instant::now();
-        stream.write_all(&request).await?;
-        let (status, _) = read_response(&mut stream, &mut buf).await?;
-        latencies.push(started.elapsed());
-        errors += usize::from(status != expect);
-    }
-    Ok((latencies, errors))
+    let limits = Limits { duration, max_requests: MAX_REQUESTS, patience: PATIENCE };
+    let load = closed_loop(&target.row, connections, limits).await?;
+    let wrong = load.other_than(&[target.expect]);
+    Ok(Measurement { ok: load.answered() - wrong, errors: wrong + load.timeouts, load })
 }
