@@ -330,30 +330,21 @@ async fn a_request_log_batch_larger_than_a_statement_skips_only_deleted_tenants(
     let listed = store.request_log(acme.id).list(conn.id, 1_000, None).await.unwrap();
     let expected: Vec<_> = entries.iter().filter(|e| e.tenant_id == acme.id).rev().collect();
     assert_eq!(listed.len(), 300);
-    for (got, want) in listed.iter().zip(&expected) {
-        let got = (
-            got.at,
-            got.method.as_str(),
-            got.url.as_str(),
-            got.status,
-            got.latency_ms,
-            got.outcome.as_str(),
-            got.request_body.as_deref(),
-            got.response_body.as_deref(),
-            got.error.as_deref(),
-        );
-        let want = (
-            want.at,
-            want.method.as_str(),
-            want.url.as_str(),
-            want.status,
-            want.latency_ms,
-            want.outcome.as_str(),
-            want.request_body.as_deref(),
-            want.response_body.as_deref(),
-            want.error.as_deref(),
-        );
-        assert_eq!(got, want);
+    for (got, want) in listed.into_iter().zip(expected) {
+        let got = RequestLogEntry {
+            tenant_id: acme.id,
+            connection_id: got.connection_id,
+            at: got.at,
+            method: got.method,
+            url: got.url,
+            status: got.status,
+            latency_ms: got.latency_ms,
+            outcome: got.outcome,
+            request_body: got.request_body,
+            response_body: got.response_body,
+            error: got.error,
+        };
+        assert_eq!(&got, want);
     }
     assert!(store.request_log(gone.id).list(gone_conn.id, 1_000, None).await.unwrap().is_empty());
 }
