@@ -77,15 +77,26 @@ impl Redactor {
         let mut clean = url.clone();
         let _ = clean.set_password(None);
         let _ = clean.set_username("");
-        if url.query().is_some() {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if is_sensitive_name(&k) { REDACTED.to_owned() } else { v.into_owned() };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            clean.query_pairs_mut().clear().extend_pairs(pairs);
+        if let Some(query) = url.query() {
+            // The pairs as sent, a secret-named one's value replaced. Only the names are
+            // decoded: a value can be long (Vtiger's whole query travels in the URL).
+            let redacted_value: String = url::form_urlencoded::byte_serialize(REDACTED.as_bytes()).collect();
+            let mut kept = String::with_capacity(query.len());
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    kept.push('&');
+                }
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                let decoded = url::form_urlencoded::parse(name.as_bytes()).next().map(|(name, _)| name);
+                if decoded.is_some_and(|name| is_sensitive_name(&name)) {
+                    kept.push_str(name);
+                    kept.push('=');
+                    kept.push_str(&redacted_value);
+                } else {
+                    kept.push_str(pair);
+                }
+            }
+            clean.set_query(Some(&kept));
         }
         self.text(clean.as_str())
     }
@@ -309,6 +320,12 @@ mod tests {
         let logged = r.url(&url);
         assert!(!logged.contains("5c1ad80d610a7a7aabe2e"), "{logged}");
         assert!(logged.contains("operation=query"));
+        // Named like a secret however it is spelled; the other pairs stay exactly as sent.
+        let spelled = Url::parse("https://x.io/a?q=Ann+Lee%21&session%4eame=s3&api_key=&flag&x=%2B").unwrap();
+        assert_eq!(
+            r.url(&spelled),
+            "https://x.io/a?q=Ann+Lee%21&session%4eame=%5Bredacted%5D&api_key=%5Bredacted%5D&flag&x=%2B"
+        );
         let in_path = Url::parse("https://x.io/hooks/5c1ad80d610a7a7aabe2e/in").unwrap();
         assert!(!r.url(&in_path).contains("5c1ad80d610a7a7aabe2e"));
     }
