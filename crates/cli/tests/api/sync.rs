@@ -325,13 +325,14 @@ async fn the_cli_runs_a_reconciliation_and_reports_progress_lines_off_a_terminal
     assert_eq!(status["runs"].as_array().unwrap().len(), 2, "{status}");
 }
 
-/// The real Unisender list, whose `fail_on`-th import (counted across the app) fails once with
-/// `Unavailable`, as an outage in the middle of a backfill would.
+/// Resolves a pipeline's destination to the real Unisender list wrapped in a [`FlakyList`].
 struct Flaky {
     imports: Arc<AtomicUsize>,
     fail_on: usize,
 }
 
+/// The real Unisender list, whose `fail_on`-th import (counted across the app) fails once with
+/// `Unavailable`, as an outage in the middle of a backfill would.
 struct FlakyList {
     inner: Arc<dyn SyncDestination>,
     imports: Arc<AtomicUsize>,
