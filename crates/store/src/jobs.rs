@@ -464,32 +464,31 @@ impl Jobs<'_> {
     /// The attempt failed. Unless it was the last, the job runs again at `retry_at`; after the
     /// last it is dead with `error`. Returns the resulting status.
     pub async fn fail(&self, job: &ClaimedJob, error: &str, retry_at: UnixMillis) -> Result<JobStatus> {
-        for _ in 0..TWIN_RACE_ROUNDS {
-            if self.merge_into_pending_twin(job).await? {
-                return Ok(JobStatus::Pending);
+        let status = self
+            .unless_merged(job, || async {
+                on_pool!(&self.store.db, |pool| {
+                    sqlx::query_scalar::<_, String>(
+                        "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
+                         run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+                         WHERE id = $1 AND lease_owner = $2 RETURNING status",
+                    )
+                    .bind(job.id.to_string())
+                    .bind(&job.lease_token)
+                    .bind(retry_at)
+                    .bind(truncate(error))
+                    .bind(self.store.now())
+                    .fetch_optional(pool)
+                    .await
+                })
+            })
+            .await?;
+        match status {
+            None => Ok(JobStatus::Pending),
+            Some(status) => {
+                let status = status.ok_or(StoreError::LeaseLost)?;
+                JobStatus::parse(&status).ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"))
             }
-            let status: std::result::Result<Option<String>, sqlx::Error> = on_pool!(&self.store.db, |pool| {
-                sqlx::query_scalar(
-                    "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
-                     run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
-                     WHERE id = $1 AND lease_owner = $2 RETURNING status",
-                )
-                .bind(job.id.to_string())
-                .bind(&job.lease_token)
-                .bind(retry_at)
-                .bind(truncate(error))
-                .bind(self.store.now())
-                .fetch_optional(pool)
-                .await
-            });
-            if is_twin_race(&status) {
-                continue;
-            }
-            let status = status?.ok_or(StoreError::LeaseLost)?;
-            return JobStatus::parse(&status)
-                .ok_or_else(|| StoreError::corrupt("job", job.id.to_string(), "bad status"));
         }
-        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// A permanent failure: no retry will help, so the job is dead now, with `error` kept.
@@ -513,54 +512,76 @@ impl Jobs<'_> {
     /// Puts the job back without counting the attempt: it asked to run later (a remote's
     /// `Retry-After`), or the worker is shutting down.
     pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
-        for _ in 0..TWIN_RACE_ROUNDS {
-            if self.merge_into_pending_twin(job).await? {
-                return Ok(());
-            }
-            let done: std::result::Result<u64, sqlx::Error> = on_pool!(&self.store.db, |pool| {
-                sqlx::query(
-                    "UPDATE jobs SET status = 'pending', \
-                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
-                     run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
-                     updated_at = $5 WHERE id = $1 AND lease_owner = $2",
-                )
-                .bind(job.id.to_string())
-                .bind(&job.lease_token)
-                .bind(run_at)
-                .bind(reason.map(truncate))
-                .bind(self.store.now())
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-            });
-            if is_twin_race(&done) {
-                continue;
-            }
-            return if done? == 1 { Ok(()) } else { Err(StoreError::LeaseLost) };
-        }
-        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
+        let done = self
+            .unless_merged(job, || async {
+                on_pool!(&self.store.db, |pool| {
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'pending', \
+                         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                         run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, \
+                         lease_expires_at = NULL, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(job.id.to_string())
+                    .bind(&job.lease_token)
+                    .bind(run_at)
+                    .bind(reason.map(truncate))
+                    .bind(self.store.now())
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        if done.is_none_or(|n| n == 1) { Ok(()) } else { Err(StoreError::LeaseLost) }
     }
 
     /// Its connection's credentials were refused: the job waits, without counting the attempt,
     /// until the connection is active again (then it resumes with the connection's other jobs).
     /// Should the connection have been fixed meanwhile, the job is simply pending again.
     pub async fn park(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
-        let done = on_pool!(&self.store.db, |pool| {
-            sqlx::query(
-                "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM connections c \
-                   WHERE c.id = jobs.connection_id AND c.status = 'needs_reauth') THEN 'paused' ELSE 'pending' END, \
-                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $4, last_error = $3, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1 AND lease_owner = $2",
-            )
-            .bind(job.id.to_string())
-            .bind(&job.lease_token)
-            .bind(truncate(reason))
-            .bind(self.store.now())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        if done == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+        // A pending twin exists only while the connection is usable (a refused connection's
+        // twin is paused), and then this job would become a second pending job of the key.
+        let done = self
+            .unless_merged(job, || async {
+                on_pool!(&self.store.db, |pool| {
+                    sqlx::query(
+                        "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM connections c \
+                           WHERE c.id = jobs.connection_id AND c.status = 'needs_reauth') THEN 'paused' \
+                           ELSE 'pending' END, \
+                         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $4, \
+                         last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+                         WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(job.id.to_string())
+                    .bind(&job.lease_token)
+                    .bind(truncate(reason))
+                    .bind(self.store.now())
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        if done.is_none_or(|n| n == 1) { Ok(()) } else { Err(StoreError::LeaseLost) }
+    }
+
+    /// Runs `put_back`, the statement that takes `job` out of its lease (back to pending, or to
+    /// its outcome), unless a pending twin takes its work first: `None` then. The two race with
+    /// enqueues of the key, hence a few rounds.
+    async fn unless_merged<T, Back>(&self, job: &ClaimedJob, put_back: impl Fn() -> Back) -> Result<Option<T>>
+    where
+        Back: Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        for _ in 0..TWIN_RACE_ROUNDS {
+            if self.merge_into_pending_twin(job).await? {
+                return Ok(None);
+            }
+            let result = put_back().await;
+            if !is_twin_race(&result) {
+                return Ok(Some(result?));
+            }
+        }
+        Err(StoreError::corrupt("job", job.id.to_string(), "its pending twin kept changing"))
     }
 
     /// A job going back to pending while a newer pending job with the same dedupe key waits

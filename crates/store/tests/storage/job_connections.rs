@@ -16,6 +16,7 @@ const LEASE: Duration = Duration::from_secs(30);
 on_both_backends!(
     a_connections_jobs_pause_while_it_needs_reauth_and_resume_when_active,
     a_parked_job_keeps_its_attempt_and_resumes_with_the_connection,
+    a_job_parked_beside_a_pending_twin_merges_into_it,
     resuming_merges_paused_twins_into_one_pending_job,
     the_depth_cap_follows_every_transition,
 );
@@ -106,6 +107,28 @@ async fn a_parked_job_keeps_its_attempt_and_resumes_with_the_connection(which: W
     // Parked after the connection was fixed already: simply pending again.
     jobs.park(&again, "stale refusal").await.unwrap();
     assert_eq!(jobs.list(&JobFilter::default()).await.unwrap()[0].status, JobStatus::Pending);
+}
+
+/// A refusal seen by a run whose work was enqueued again meanwhile (a pending twin with its
+/// dedupe key): once the connection is fixed, parking would make a second pending job of one
+/// key, so the parked job merges into the twin, which does the work.
+async fn a_job_parked_beside_a_pending_twin_merges_into_it(which: Which) {
+    let db = TestDb::new(which).await;
+    let store = db.open().await;
+    let t = tenant(&store, "acme").await;
+    let c = connection(&store, &t, "crm", "k1").await;
+    let jobs = store.jobs();
+    let work = NewJob::new("sync", json!({"n": "x"})).connection(c.id).dedupe_key("x");
+    jobs.enqueue(t.id, work.clone()).await.unwrap();
+    let running = jobs.claim("w", LEASE).await.unwrap().unwrap();
+    let twin = jobs.enqueue(t.id, work).await.unwrap();
+    assert!(matches!(twin, Enqueued::Created(_)), "the running job does not cover new work");
+
+    jobs.park(&running, "a stale refusal").await.unwrap();
+    let left = jobs.list(&JobFilter::default()).await.unwrap();
+    assert_eq!(left.iter().map(|j| (j.id, j.status)).collect::<Vec<_>>(), [(twin.id(), JobStatus::Pending)]);
+    assert_eq!(jobs.depth(Some(t.id)).await.unwrap().pending, 1);
+    assert!(matches!(jobs.park(&running, "again").await, Err(StoreError::LeaseLost)));
 }
 
 async fn resuming_merges_paused_twins_into_one_pending_job(which: Which) {
