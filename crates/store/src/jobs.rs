@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{Db, Tx, on_pool, on_tx};
+use crate::db::{Db, Tx, finish, on_pool, on_tx};
 use crate::rows::{parse_id, parse_json};
 use crate::{Result, Store, StoreError};
 
@@ -360,16 +360,7 @@ impl Jobs<'_> {
     pub async fn enqueue(&self, tenant: TenantId, job: NewJob) -> Result<Enqueued> {
         let mut tx = self.store.begin().await?;
         let result = tx.enqueue_job(self.store, tenant, job).await;
-        match result {
-            Ok(done) => {
-                tx.commit().await?;
-                Ok(done)
-            }
-            Err(e) => {
-                tx.rollback().await?;
-                Err(e)
-            }
-        }
+        finish(tx, result).await
     }
 
     /// Leases the most urgent runnable job to `worker` for `lease`. Jobs whose worker vanished
@@ -512,53 +503,46 @@ impl Jobs<'_> {
     /// Puts the job back without counting the attempt: it asked to run later (a remote's
     /// `Retry-After`), or the worker is shutting down.
     pub async fn defer(&self, job: &ClaimedJob, run_at: UnixMillis, reason: Option<&str>) -> Result<()> {
-        let done = self
-            .unless_merged(job, || async {
-                on_pool!(&self.store.db, |pool| {
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'pending', \
-                         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
-                         run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, \
-                         lease_expires_at = NULL, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(job.id.to_string())
-                    .bind(&job.lease_token)
-                    .bind(run_at)
-                    .bind(reason.map(truncate))
-                    .bind(self.store.now())
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-                })
-            })
-            .await?;
-        if done.is_none_or(|n| n == 1) { Ok(()) } else { Err(StoreError::LeaseLost) }
+        self.put_back_uncounted(job, "'pending'", run_at, reason).await
     }
 
     /// Its connection's credentials were refused: the job waits, without counting the attempt,
     /// until the connection is active again (then it resumes with the connection's other jobs).
     /// Should the connection have been fixed meanwhile, the job is simply pending again.
     pub async fn park(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
-        // A pending twin exists only while the connection is usable (a refused connection's
-        // twin is paused), and then this job would become a second pending job of the key.
+        const PAUSED_WHILE_REFUSED: &str = "CASE WHEN EXISTS (SELECT 1 FROM connections c \
+             WHERE c.id = jobs.connection_id AND c.status = 'needs_reauth') THEN 'paused' ELSE 'pending' END";
+        self.put_back_uncounted(job, PAUSED_WHILE_REFUSED, self.store.now(), Some(reason)).await
+    }
+
+    /// Ends `job`'s lease without counting its attempt: it becomes `status` (an SQL expression:
+    /// pending, or paused), due at `run_at`, with `reason` as its last error when given. A
+    /// pending twin takes its work instead; one exists only while the job's connection is
+    /// usable (a refused connection's twin is paused), so a parked job merges into it too.
+    async fn put_back_uncounted(
+        &self,
+        job: &ClaimedJob,
+        status: &str,
+        run_at: UnixMillis,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE jobs SET status = {status}, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+             run_at = $3, last_error = COALESCE($4, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = $5 WHERE id = $1 AND lease_owner = $2"
+        );
         let done = self
             .unless_merged(job, || async {
                 on_pool!(&self.store.db, |pool| {
-                    sqlx::query(
-                        "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM connections c \
-                           WHERE c.id = jobs.connection_id AND c.status = 'needs_reauth') THEN 'paused' \
-                           ELSE 'pending' END, \
-                         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $4, \
-                         last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
-                         WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(job.id.to_string())
-                    .bind(&job.lease_token)
-                    .bind(truncate(reason))
-                    .bind(self.store.now())
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
+                    sqlx::query(&sql)
+                        .bind(job.id.to_string())
+                        .bind(&job.lease_token)
+                        .bind(run_at)
+                        .bind(reason.map(truncate))
+                        .bind(self.store.now())
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
                 })
             })
             .await?;
