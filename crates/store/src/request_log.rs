@@ -63,18 +63,17 @@ impl Store {
         }
         // On PostgreSQL a tenant deleted between the read and the insert fails the insert's
         // foreign key; the second round reads the tenants again and skips it.
-        let mut last = None;
-        for _ in 0..2 {
+        let mut retried = false;
+        loop {
             let mut tx = self.begin().await?;
             let result = append_request_log_in(&mut tx, entries).await;
             match finish(tx, result).await {
-                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_foreign_key_violation() => {
-                    last = Some(StoreError::Database(sqlx::Error::Database(e)));
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_foreign_key_violation() && !retried => {
+                    retried = true;
                 }
                 other => return other,
             }
         }
-        Err(last.expect("a round failed"))
     }
 
     /// Applies retention: entries older than `older_than`, and beyond the newest
@@ -168,22 +167,18 @@ impl RequestLog<'_> {
 const ROWS_PER_INSERT: usize = 200;
 
 async fn append_request_log_in(tx: &mut Tx, entries: &[RequestLogEntry]) -> Result<()> {
-    let mut tenants: Vec<String> = entries.iter().map(|e| e.tenant_id.to_string()).collect();
-    tenants.sort();
-    tenants.dedup();
-    let existing: HashSet<String> = on_tx!(tx, |conn| {
+    let tenants: HashSet<TenantId> = entries.iter().map(|e| e.tenant_id).collect();
+    let existing: Vec<String> = on_tx!(tx, |conn| {
         let mut query = sqlx::QueryBuilder::new("SELECT id FROM tenants WHERE id IN (");
         let mut list = query.separated(", ");
         for tenant in &tenants {
-            list.push_bind(tenant.as_str());
+            list.push_bind(tenant.to_string());
         }
         list.push_unseparated(")");
         query.build_query_scalar::<String>().fetch_all(&mut *conn).await
-    })?
-    .into_iter()
-    .collect();
-    let kept: Vec<&RequestLogEntry> =
-        entries.iter().filter(|e| existing.contains(e.tenant_id.to_string().as_str())).collect();
+    })?;
+    let existing: HashSet<TenantId> = existing.iter().map(|id| parse_id("tenant", id)).collect::<Result<_>>()?;
+    let kept: Vec<&RequestLogEntry> = entries.iter().filter(|e| existing.contains(&e.tenant_id)).collect();
     for chunk in kept.chunks(ROWS_PER_INSERT) {
         on_tx!(tx, |conn| {
             let mut query = sqlx::QueryBuilder::new(
