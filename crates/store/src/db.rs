@@ -193,6 +193,20 @@ impl Tx {
     }
 }
 
+/// The PostgreSQL `url` with its database replaced by `name` (its query kept): another database
+/// on the same server, as the test suites and benches create one per run.
+pub fn postgres_url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// Commits `tx` when the work done in it succeeded, rolls it back when it failed.
 pub(crate) async fn finish<T>(tx: Tx, result: Result<T>) -> Result<T> {
     match result {
@@ -396,6 +410,17 @@ async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_database_on_the_same_server() {
+        let other = |url| postgres_url_with_database(url, "run_1");
+        assert_eq!(other("postgres://postgres@127.0.0.1:5432/test"), "postgres://postgres@127.0.0.1:5432/run_1");
+        assert_eq!(
+            other("postgres://u:p@db:5432/test?sslmode=disable"),
+            "postgres://u:p@db:5432/run_1?sslmode=disable"
+        );
+        assert_eq!(other("postgres://127.0.0.1"), "postgres://127.0.0.1/run_1");
+    }
 
     #[test]
     fn database_urls_parse_by_scheme() {

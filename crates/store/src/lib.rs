@@ -25,7 +25,7 @@ pub mod templates;
 pub mod tenants;
 pub mod vault;
 
-pub use db::{Backend, DatabaseUrl, Store, StoreOptions, Tx};
+pub use db::{Backend, DatabaseUrl, Store, StoreOptions, Tx, postgres_url_with_database};
 pub use error::StoreError;
 pub use vault::{MasterKey, MasterKeySource, Vault, VaultError};
 

@@ -27,7 +27,7 @@ impl PgDatabase {
         let name = format!("bench_{}", crmhub_core::TenantId::new().to_string().replace('-', ""));
         sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
         conn.close().await.ok();
-        Ok(Self { url: with_database(&admin_url, &name), admin_url, name })
+        Ok(Self { url: crmhub_store::postgres_url_with_database(&admin_url, &name), admin_url, name })
     }
 
     pub async fn drop_database(self) {
@@ -41,18 +41,5 @@ impl PgDatabase {
             println!("could not drop database {}: {e}", self.name);
         }
         conn.close().await.ok();
-    }
-}
-
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }

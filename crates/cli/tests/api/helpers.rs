@@ -61,7 +61,7 @@ impl PgDatabase {
         });
         sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create database");
         conn.close().await.ok();
-        Arc::new(Self { url: with_database(&admin_url, &name), admin_url, name })
+        Arc::new(Self { url: crmhub_store::postgres_url_with_database(&admin_url, &name), admin_url, name })
     }
 }
 
@@ -83,18 +83,6 @@ impl Drop for PgDatabase {
 
 fn uuid_simple() -> String {
     crmhub_core::TenantId::new().to_string().replace('-', "")
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 pub struct TestApp {

@@ -46,7 +46,7 @@ impl TestDb {
                 });
                 sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create db");
                 conn.close().await.ok();
-                let url = with_database(&admin_url, &name);
+                let url = crmhub_store::postgres_url_with_database(&admin_url, &name);
                 (DatabaseUrl::parse(&url).expect("pg url"), Some((admin_url, name)))
             }
         };
@@ -91,18 +91,6 @@ impl Drop for TestDb {
             })
         })
         .join();
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
 
