@@ -318,13 +318,13 @@ impl Vtiger {
         Ok(describe)
     }
 
-    /// One page of a query (at most 100 rows).
-    /// A query's rows as Vtiger wrote them (a JSON array), for a caller that reads them into
-    /// rows borrowing from it.
+    /// One page of a query (at most 100 rows), as Vtiger wrote it (a JSON array), for a caller
+    /// that reads it into rows borrowing from it.
     pub(super) async fn query_raw(&self, query: &Query) -> Result<Box<RawValue>, CrmError> {
         self.invoke_as("query", method_of("query"), &[("query", query.render())]).await
     }
 
+    /// One page of a query (at most 100 rows).
     pub async fn query(&self, query: &Query) -> Result<Vec<Record>, CrmError> {
         match self.run("query", &[("query", query.render())]).await? {
             Value::Array(rows) => rows.into_iter().map(into_record).collect(),
