@@ -78,25 +78,7 @@ impl Redactor {
         let _ = clean.set_password(None);
         let _ = clean.set_username("");
         if let Some(query) = url.query() {
-            // The pairs as sent, a secret-named one's value replaced. Only the names are
-            // decoded: a value can be long (Vtiger's whole query travels in the URL).
-            let redacted_value: String = url::form_urlencoded::byte_serialize(REDACTED.as_bytes()).collect();
-            let mut kept = String::with_capacity(query.len());
-            for (i, pair) in query.split('&').enumerate() {
-                if i > 0 {
-                    kept.push('&');
-                }
-                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                let decoded = url::form_urlencoded::parse(name.as_bytes()).next().map(|(name, _)| name);
-                if decoded.is_some_and(|name| is_sensitive_name(&name)) {
-                    kept.push_str(name);
-                    kept.push('=');
-                    kept.push_str(&redacted_value);
-                } else {
-                    kept.push_str(pair);
-                }
-            }
-            clean.set_query(Some(&kept));
+            clean.set_query(Some(&redacted_pairs(query)));
         }
         self.text(clean.as_str())
     }
@@ -118,7 +100,7 @@ impl Redactor {
         let content_type = content_type.unwrap_or_default();
         let room = limit.saturating_add(self.longest);
         let structured = if content_type.contains("x-www-form-urlencoded") {
-            Some((self.form(&text), 0))
+            Some((redacted_pairs(&text), 0))
         } else if content_type.contains("json") || text.trim_start().starts_with(['{', '[']) {
             json_preview(&text, room).map(|(preview, read)| (preview, text.len() - read))
         } else {
@@ -133,16 +115,15 @@ impl Redactor {
         };
         Some(cut(&self.text(kept), limit, unread))
     }
+}
 
-    fn form(&self, body: &str) -> String {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
-            .map(|(k, v)| {
-                let v = if is_sensitive_name(&k) { REDACTED.to_owned() } else { v.into_owned() };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
-    }
+/// Form-encoded pairs (a query string or a form body) with secret-named values replaced,
+/// written back in their canonical encoding: the raw and encoded forms that masking by value
+/// looks for then cover every value, however it was encoded when sent.
+fn redacted_pairs(encoded: &str) -> String {
+    let pairs = url::form_urlencoded::parse(encoded.as_bytes())
+        .map(|(k, v)| if is_sensitive_name(&k) { (k, REDACTED.into()) } else { (k, v) });
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
 /// What an open container expects next.
@@ -320,11 +301,13 @@ mod tests {
         let logged = r.url(&url);
         assert!(!logged.contains("5c1ad80d610a7a7aabe2e"), "{logged}");
         assert!(logged.contains("operation=query"));
-        // Named like a secret however it is spelled; the other pairs stay exactly as sent.
-        let spelled = Url::parse("https://x.io/a?q=Ann+Lee%21&session%4eame=s3&api_key=&flag&x=%2B").unwrap();
+        // Named like a secret however it is spelled; a known value is masked however it was
+        // encoded (`%63` is `c`).
+        let spelled =
+            Url::parse("https://x.io/a?q=Ann+Lee%21&session%4eame=s3&api_key=&flag&x=5%631ad80d610a7a7aabe2e").unwrap();
         assert_eq!(
             r.url(&spelled),
-            "https://x.io/a?q=Ann+Lee%21&session%4eame=%5Bredacted%5D&api_key=%5Bredacted%5D&flag&x=%2B"
+            "https://x.io/a?q=Ann+Lee%21&sessionName=%5Bredacted%5D&api_key=%5Bredacted%5D&flag=&x=[redacted]"
         );
         let in_path = Url::parse("https://x.io/hooks/5c1ad80d610a7a7aabe2e/in").unwrap();
         assert!(!r.url(&in_path).contains("5c1ad80d610a7a7aabe2e"));
