@@ -7,7 +7,7 @@ use std::time::Duration;
 use crmhub_connectors::http::Lane;
 use crmhub_core::crm::CrmError;
 use crmhub_core::time::utc_date_time;
-use crmhub_core::{ConnectionId, ConnectionStatus, ConnectorKind, UnixMillis};
+use crmhub_core::{ConnectionId, ConnectionStatus, ConnectorKind, TenantId, UnixMillis};
 use crmhub_store::jobs::{ClaimedJob, NewJob};
 use crmhub_store::{Store, StoreError};
 use serde_json::{Value, json};
@@ -172,21 +172,45 @@ pub async fn schedule_refreshes(store: &Store) -> Result<u64, StoreError> {
 /// Kommo blocked this installation's IP for `host` until `until`: every connection to that
 /// host is marked `failing` with a reason naming the block, and a `kommo.unblock` job per
 /// tenant concerned makes those still failing for that reason active again at `until`.
+///
+/// The jobs are enqueued before any connection is marked: a crash in between then leaves a
+/// job that finds nothing to restore, never a connection failing with nothing to end it.
 pub async fn host_blocked(store: &Store, host: &str, until: UnixMillis, reason: &str) -> Result<(), StoreError> {
     let (date, time) = utc_date_time(until.div_euclid(1000));
     let message = format!("{reason} (Kommo blocked requests from this IP; paused until {date} {time} UTC)");
-    let failed = store.fail_connections_on_host(&ConnectorKind::Kommo, host, &message).await?;
-    tracing::warn!(%host, until, connections = failed.len(), "kommo host blocked; its connections are paused");
-    let mut tenants: Vec<_> = failed.iter().map(|c| c.tenant_id).collect();
-    tenants.sort();
-    tenants.dedup();
-    for tenant in tenants {
-        let job = NewJob::new(UNBLOCK_JOB, json!({"host": host, "reason": message}))
-            .run_at(until)
-            .dedupe_key(format!("{UNBLOCK_JOB}:{host}:{until}"))
-            .max_attempts(5);
-        store.jobs().enqueue(tenant, job).await?;
+    let mut scheduled = Vec::new();
+    // Every tenant with a connection there gets one; a job whose connections all kept their
+    // status (disabled, needing reauthorisation) restores nothing.
+    for connection in store.connections_on_host(&ConnectorKind::Kommo, host).await? {
+        schedule_unblock(store, &mut scheduled, connection.tenant_id, host, until, &message).await?;
     }
+    let failed = store.fail_connections_on_host(&ConnectorKind::Kommo, host, &message).await?;
+    // A connection made on the host in between belongs to a tenant with no job yet.
+    for connection in &failed {
+        schedule_unblock(store, &mut scheduled, connection.tenant_id, host, until, &message).await?;
+    }
+    tracing::warn!(%host, until, connections = failed.len(), "kommo host blocked; its connections are paused");
+    Ok(())
+}
+
+/// Enqueues `tenant`'s unblock job unless `scheduled` says it already has one.
+async fn schedule_unblock(
+    store: &Store,
+    scheduled: &mut Vec<TenantId>,
+    tenant: TenantId,
+    host: &str,
+    until: UnixMillis,
+    reason: &str,
+) -> Result<(), StoreError> {
+    if scheduled.contains(&tenant) {
+        return Ok(());
+    }
+    let job = NewJob::new(UNBLOCK_JOB, json!({"host": host, "reason": reason}))
+        .run_at(until)
+        .dedupe_key(format!("{UNBLOCK_JOB}:{host}:{until}"))
+        .max_attempts(5);
+    store.jobs().enqueue(tenant, job).await?;
+    scheduled.push(tenant);
     Ok(())
 }
 
