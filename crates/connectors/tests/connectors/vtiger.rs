@@ -436,6 +436,7 @@ async fn session_names_never_reach_the_request_log_or_the_logs() {
         move || CaptureWriter(captured.clone())
     };
     let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(writer).finish();
+    keep_every_callsite_interesting();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let f = fixture(VtigerSimOptions::default()).await;
@@ -469,6 +470,19 @@ async fn session_names_never_reach_the_request_log_or_the_logs() {
         assert!(!log_text.contains(session.as_str()), "sessionName in the logs");
     }
     assert!(log_text.contains("logged in to Vtiger"), "logs were captured");
+}
+
+/// tracing caches each call site's interest for the whole process, worked out against the
+/// subscriber of the thread that reaches it first: a test on another thread, with no
+/// subscriber, reaching the login's `info!` first would make it a no-op for this test's
+/// thread-local capture too (seen in CI). A global subscriber interested in everything keeps
+/// every interest "always"; events on threads without a capture go nowhere.
+fn keep_every_callsite_interesting() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry())
+            .expect("no other global subscriber in this test binary");
+    });
 }
 
 #[derive(Clone)]

@@ -300,6 +300,16 @@ mod tests {
     async fn concurrent_jobs_log_under_their_own_ids() {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt().json().flatten_event(true).with_writer(captured.clone()).finish();
+        // tracing caches each call site's interest for the whole process, worked out against
+        // the subscriber of the thread that reaches it first: another test's worker, with no
+        // subscriber, reaching the job span first would make it a no-op for this thread-local
+        // capture too. A global subscriber interested in everything keeps every interest
+        // "always"; events on threads without a capture go nowhere.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry())
+                .expect("no other global subscriber in these unit tests");
+        });
         let _default = tracing::subscriber::set_default(subscriber);
 
         let dir = tempfile::tempdir().unwrap();
