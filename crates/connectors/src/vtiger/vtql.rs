@@ -132,8 +132,8 @@ impl Cond {
         }
     }
 
-    fn write(&self, out: &mut String) {
-        let products = self.sum_of_products();
+    /// Writes the condition as its sum of products.
+    fn write_products(products: &[Vec<String>], out: &mut String) {
         for (i, product) in products.iter().enumerate() {
             if i > 0 {
                 out.push_str(" OR ");
@@ -188,9 +188,10 @@ impl Query {
         out.push_str(&if self.columns.is_empty() { "*".to_owned() } else { self.columns.join(", ") });
         let _ = write!(out, " FROM {}", self.module);
         // A product with no terms is always true: no WHERE at all.
-        if let Some(filter) = self.filter.as_ref().filter(|f| f.sum_of_products().iter().all(|p| !p.is_empty())) {
+        let products = self.filter.as_ref().map(Cond::sum_of_products).filter(|ps| ps.iter().all(|p| !p.is_empty()));
+        if let Some(products) = products {
             out.push_str(" WHERE ");
-            filter.write(&mut out);
+            Cond::write_products(&products, &mut out);
         }
         if !self.order.is_empty() {
             let order: Vec<String> =
