@@ -77,6 +77,9 @@ pub struct KnownSecrets(Arc<std::sync::Mutex<SecretLists>>);
 struct SecretLists {
     credentials: Vec<Secret>,
     sessions: std::collections::VecDeque<Secret>,
+    /// The redactor for these values, built on first use after they change: every call
+    /// redacts what it logs, and the values change only at a login.
+    redactor: Option<Redactor>,
 }
 
 impl KnownSecrets {
@@ -89,6 +92,7 @@ impl KnownSecrets {
         for value in values {
             if !lists.credentials.contains(&value) {
                 lists.credentials.push(value);
+                lists.redactor = None;
             }
         }
     }
@@ -103,11 +107,13 @@ impl KnownSecrets {
             lists.sessions.pop_front();
         }
         lists.sessions.push_back(value.clone());
+        lists.redactor = None;
     }
 
     pub fn redactor(&self) -> Redactor {
-        let lists = self.lists();
-        Redactor::new(lists.credentials.iter().chain(&lists.sessions).cloned())
+        let mut lists = self.lists();
+        let SecretLists { credentials, sessions, redactor } = &mut *lists;
+        redactor.get_or_insert_with(|| Redactor::new(credentials.iter().chain(sessions.iter()).cloned())).clone()
     }
 
     /// The error with every known secret masked in its text.

@@ -1,9 +1,11 @@
 //! Redaction for the request log and error messages: secret-bearing parameters by name, and
 //! known secret values (credentials, session ids) wherever they appear, raw or URL-encoded.
 
+use std::sync::Arc;
+
 use crmhub_core::Secret;
 use crmhub_core::secret::REDACTED;
-use url::Url;
+use url::{Position, Url};
 
 /// Whether a parameter or JSON key by this name carries a secret.
 ///
@@ -31,14 +33,24 @@ fn is_sensitive_folded(folded: &str) -> bool {
     const EXACT: &[&str] = &["sig", "key", "auth", "hash"];
     const CONTAINS: &[&str] =
         &["pass", "secret", "token", "apikey", "accesskey", "session", "signature", "authorization", "credential"];
-    EXACT.contains(&folded) || CONTAINS.iter().any(|needle| folded.contains(needle))
+    // One walk trying each needle where its first letter is, rather than a substring search
+    // per needle: names are short, and setting up nine searches cost more than the walk.
+    let bytes = folded.as_bytes();
+    EXACT.contains(&folded)
+        || (0..bytes.len()).any(|at| {
+            CONTAINS
+                .iter()
+                .any(|needle| needle.as_bytes()[0] == bytes[at] && bytes[at..].starts_with(needle.as_bytes()))
+        })
 }
 
-/// Values to mask wherever they appear, plus the name-based rules.
+/// Values to mask wherever they appear, plus the name-based rules. Cheap to clone: a
+/// connector keeps one and hands it to every call until the values change.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    values: Vec<Secret>,
-    /// The longest form (raw or URL-encoded) of any value, in bytes.
+    /// Every form a value is looked for in: raw, and URL-encoded where that differs.
+    forms: Arc<[Secret]>,
+    /// The longest form, in bytes.
     longest: usize,
 }
 
@@ -46,41 +58,54 @@ impl Redactor {
     /// Values shorter than 4 characters are not masked by value (they would mask unrelated
     /// text); parameters named like secrets are masked whatever their length.
     pub fn new(values: impl IntoIterator<Item = Secret>) -> Self {
-        let values: Vec<Secret> = values.into_iter().filter(|s| s.expose().chars().count() >= 4).collect();
-        let encoded_len = |raw: &str| url::form_urlencoded::byte_serialize(raw.as_bytes()).map(str::len).sum::<usize>();
-        let longest = values.iter().map(|s| encoded_len(s.expose()).max(s.expose().len())).max().unwrap_or(0);
-        Self { values, longest }
+        let mut forms: Vec<Secret> = Vec::new();
+        for value in values.into_iter().filter(|s| s.expose().chars().count() >= 4) {
+            let encoded =
+                Secret::new(url::form_urlencoded::byte_serialize(value.expose().as_bytes()).collect::<String>());
+            for form in [value, encoded] {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
+            }
+        }
+        let longest = forms.iter().map(|f| f.expose().len()).max().unwrap_or(0);
+        Self { forms: forms.into(), longest }
     }
 
     pub fn text(&self, input: &str) -> String {
         let mut out = input.to_owned();
         // Every logged URL and body passes here and almost none holds a secret: look before
         // copying.
-        let mut mask = |form: &str| {
+        for form in self.forms.iter().map(Secret::expose) {
             if out.contains(form) {
                 out = out.replace(form, REDACTED);
-            }
-        };
-        for secret in &self.values {
-            let raw = secret.expose();
-            mask(raw);
-            let encoded: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-            if encoded != raw {
-                mask(&encoded);
             }
         }
         out
     }
 
-    /// The URL with secret-named query parameters replaced and known values masked.
+    /// The URL with secret-named query parameters replaced, no user information, and known
+    /// values masked. Written out from the URL's parts: cloning it and setting the query
+    /// would parse the query once more.
     pub fn url(&self, url: &Url) -> String {
-        let mut clean = url.clone();
-        let _ = clean.set_password(None);
-        let _ = clean.set_username("");
-        if let Some(query) = url.query() {
-            clean.set_query(Some(&redacted_pairs(query)));
+        let mut clean = String::with_capacity(url.as_str().len() + 16);
+        clean.push_str(&url[..Position::AfterScheme]);
+        if url.has_authority() {
+            clean.push_str("://");
+            clean.push_str(&url[Position::BeforeHost..Position::AfterPath]);
+        } else {
+            clean.push(':');
+            clean.push_str(&url[Position::BeforePath..Position::AfterPath]);
         }
-        self.text(clean.as_str())
+        if let Some(query) = url.query() {
+            clean.push('?');
+            clean.push_str(&redacted_pairs(query));
+        }
+        if let Some(fragment) = url.fragment() {
+            clean.push('#');
+            clean.push_str(fragment);
+        }
+        self.text(&clean)
     }
 
     /// A request or response body for the log: form and JSON bodies are redacted by key; any
@@ -121,6 +146,63 @@ impl Redactor {
 /// written back in their canonical encoding: the raw and encoded forms that masking by value
 /// looks for then cover every value, however it was encoded when sent.
 fn redacted_pairs(encoded: &str) -> String {
+    redacted_canonical_pairs(encoded).unwrap_or_else(|| rewritten_pairs(encoded))
+}
+
+/// What [`rewritten_pairs`] writes, for pairs already in canonical encoding (as every URL and
+/// form crmhub builds is), copied rather than decoded and encoded again; `None` for any other
+/// input. A pair is canonical when each of its bytes is one the encoding keeps, `+`, or an
+/// upper-case `%XX` for a byte it must escape, and its decoded text is UTF-8.
+fn redacted_canonical_pairs(encoded: &str) -> Option<String> {
+    let mut out = String::with_capacity(encoded.len());
+    let mut decoded = Vec::new();
+    for (at, pair) in encoded.split('&').enumerate() {
+        let (name, value) = pair.split_once('=')?;
+        let sensitive = is_sensitive_name(canonical_text(name, &mut decoded)?);
+        canonical_text(value, &mut decoded)?;
+        if at > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        if sensitive {
+            out.extend(url::form_urlencoded::byte_serialize(REDACTED.as_bytes()));
+        } else {
+            out.push_str(value);
+        }
+    }
+    Some(out)
+}
+
+/// A canonically encoded name or value, decoded into `buffer`; `None` when not canonical.
+fn canonical_text<'b>(encoded: &str, buffer: &'b mut Vec<u8>) -> Option<&'b str> {
+    let kept = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+    let upper_hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    buffer.clear();
+    let mut bytes = encoded.bytes();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'+' => buffer.push(b' '),
+            b'%' => {
+                let escaped = upper_hex(bytes.next()?)? << 4 | upper_hex(bytes.next()?)?;
+                if kept(escaped) || escaped == b' ' {
+                    return None;
+                }
+                buffer.push(escaped);
+            }
+            b if kept(b) => buffer.push(b),
+            _ => return None,
+        }
+    }
+    std::str::from_utf8(buffer).ok()
+}
+
+/// Decodes every pair and encodes it again, replacing secret-named values.
+fn rewritten_pairs(encoded: &str) -> String {
     let pairs = url::form_urlencoded::parse(encoded.as_bytes())
         .map(|(k, v)| if is_sensitive_name(&k) { (k, REDACTED.into()) } else { (k, v) });
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
@@ -311,6 +393,40 @@ mod tests {
         );
         let in_path = Url::parse("https://x.io/hooks/5c1ad80d610a7a7aabe2e/in").unwrap();
         assert!(!r.url(&in_path).contains("5c1ad80d610a7a7aabe2e"));
+        // User information never reaches the log; port, path, query and fragment do.
+        let with_user = Url::parse("http://admin:hunter22@[::1]:8080/a/b?x=1#top").unwrap();
+        assert_eq!(r.url(&with_user), "http://[::1]:8080/a/b?x=1#top");
+        assert_eq!(r.url(&Url::parse("https://x.io").unwrap()), "https://x.io/");
+        assert_eq!(r.url(&Url::parse("https://x.io/?").unwrap()), "https://x.io/?");
+    }
+
+    proptest::proptest! {
+        /// The copy taken for canonical pairs writes what decoding and encoding them again
+        /// writes, and canonical pairs (as a serializer writes them) take it.
+        #[test]
+        fn canonical_pairs_are_copied_as_they_would_be_rewritten(
+            pairs in proptest::collection::vec(("[a-zA-Z_ %=&é\\[\\]+*.-]{0,12}", "[a-z0-9 %=&+é'*._-]{0,12}"), 0..5),
+            noise in "[a-zA-Z0-9%=&+é'*._-]{0,24}",
+        ) {
+            let canonical = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+            if !canonical.is_empty() {
+                proptest::prop_assert_eq!(redacted_canonical_pairs(&canonical), Some(rewritten_pairs(&canonical)));
+            }
+            for input in [noise.clone(), format!("{canonical}&{noise}")] {
+                if let Some(copied) = redacted_canonical_pairs(&input) {
+                    proptest::prop_assert_eq!(copied, rewritten_pairs(&input), "{}", input);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_not_in_canonical_form_are_rewritten() {
+        for odd in ["a=%63", "a=%2a", "a=%20", "a", "a=1&&b=2", "a=%FF", "a=%5b", "a='", "a=1=2", ""] {
+            assert_eq!(redacted_canonical_pairs(odd), None, "{odd}");
+        }
+        assert_eq!(redacted_pairs("session%4eame=s3&a=%63"), "sessionName=%5Bredacted%5D&a=c");
+        assert_eq!(redacted_pairs("sessionName=s3&q=%27x%27"), "sessionName=%5Bredacted%5D&q=%27x%27");
     }
 
     #[test]

@@ -468,3 +468,14 @@ async fn the_calls_of_one_interactive_request_share_one_bound() {
     assert!(matches!(admitted, Err(OutboundError::RateLimited { .. })), "{admitted:?}");
     send(ctx).await.expect("500 ms is within 800");
 }
+
+#[test]
+fn a_session_learnt_after_a_redaction_is_masked_by_the_next() {
+    let secrets = KnownSecrets::default();
+    secrets.add_credentials([Secret::new("access-key-1")]);
+    assert_eq!(secrets.redactor().text("access-key-1 sess-0001"), "[redacted] sess-0001");
+    secrets.remember_session(&Secret::new("sess-0001"));
+    assert_eq!(secrets.redactor().text("access-key-1 sess-0001"), "[redacted] [redacted]");
+    secrets.add_credentials([Secret::new("password-2")]);
+    assert_eq!(secrets.redactor().text("password-2 sess-0001"), "[redacted] [redacted]");
+}
